@@ -1,0 +1,30 @@
+"""musculo: raw lab recordings -> OpenSim -> deep-muscle excitation estimates -> reports.
+
+Run every subject:        snakemake --cores 8
+Some subjects:            snakemake --cores 8 --config 'subjects=[motonms-unipd]'
+Reprocess one subject:    snakemake --cores 8 results/<id>/report.html
+"""
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
+
+
+rule all:
+    """Every subject's outputs and the cohort summary."""
+    input:
+        all_targets(),
+    default_target: True

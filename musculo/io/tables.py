@@ -1,0 +1,77 @@
+"""OpenSim text tables (.sto / .mot): read into pandas, write from pandas.
+
+The format: header lines (a name, ``version=1``, ``nRows``, ``nColumns``, ``inDegrees``), then
+``endheader``, then a tab-separated table whose first column is ``time``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from musculo.errors import InputDataError
+from musculo.io_utils import atomic_output
+
+
+def read_sto(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read an OpenSim .sto/.mot file into a DataFrame indexed by ``time``.
+
+    The header's key=value pairs are kept in ``df.attrs`` (``inDegrees`` among them).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: file not found")
+    attrs: dict[str, str] = {}
+    with open(path) as handle:
+        for n_header, line in enumerate(handle, start=1):  # noqa: B007 - used after the loop
+            text = line.strip()
+            if text.lower() == "endheader":
+                break
+            if "=" in text:
+                key, _, value = text.partition("=")
+                attrs[key.strip()] = value.strip()
+        else:
+            raise InputDataError(f"{path}: no 'endheader' line; is this an OpenSim .sto/.mot file?")
+    df = pd.read_csv(path, sep=r"\s+", skiprows=n_header, engine="c")
+    if "time" not in df.columns:
+        raise InputDataError(f"{path}: the first column is {df.columns[0]!r}, expected 'time'")
+    df = df.set_index("time")
+    df.attrs.update(attrs)
+    return df
+
+
+def in_degrees(df: pd.DataFrame) -> bool:
+    """Whether a table read by :func:`read_sto` declares its angles in degrees."""
+    return str(df.attrs.get("inDegrees", "no")).lower() == "yes"
+
+
+def write_sto(
+    path: str | os.PathLike[str],
+    df: pd.DataFrame,
+    *,
+    name: str | None = None,
+    in_degrees: bool = False,
+    precision: int = 8,
+) -> Path:
+    """Write ``df`` (index = time in s) as an OpenSim table, atomically."""
+    path = Path(path)
+    values = np.asarray(df.to_numpy(dtype=float))
+    time = np.asarray(df.index, dtype=float)
+    header = [
+        name or path.stem,
+        "version=1",
+        f"nRows={len(df)}",
+        f"nColumns={df.shape[1] + 1}",
+        f"inDegrees={'yes' if in_degrees else 'no'}",
+        "endheader",
+        "\t".join(["time", *map(str, df.columns)]),
+    ]
+    with atomic_output(path) as tmp, open(tmp, "w") as handle:
+        handle.write("\n".join(header) + "\n")
+        np.savetxt(
+            handle, np.column_stack([time, values]), delimiter="\t", fmt=f"%.{precision}g"
+        )
+    return path

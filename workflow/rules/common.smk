@@ -1,0 +1,48 @@
+"""Subject and trial helpers shared by the rules (logic lives in the musculo package)."""
+
+from pathlib import Path
+
+from musculo.subject import discover_subjects, load_subject
+
+SUBJECTS = config["subjects"] or discover_subjects("subjects")
+_SUBJECTS = {s: load_subject(Path("subjects") / s / "subject.yaml") for s in SUBJECTS}
+
+
+wildcard_constraints:
+    subject="|".join(SUBJECTS) or "NONE",
+    trial="[A-Za-z0-9_.-]+",
+
+
+def subject(s):
+    """The validated Subject of id s."""
+    return _SUBJECTS[s]
+
+
+def trials(s, role=None):
+    """Trial names of subject s (with the given role)."""
+    return subject(s).trial_names(role)
+
+
+def dynamic_trials(s):
+    """Dynamic (movement) trials of subject s."""
+    return trials(s, "dynamic")
+
+
+def static_trial(s):
+    """The static (scaling) trial of subject s."""
+    return trials(s, "static")[0]
+
+
+def emg_subjects():
+    """Subjects with EMG channels."""
+    return [s for s in SUBJECTS if subject(s).emg_channels]
+
+
+def res(s, *parts):
+    """Path under results/<s>/."""
+    return str(Path("results", s, *parts))
+
+
+def all_targets():
+    """Final outputs of every subject (the workflow's default target)."""
+    return [res(s, "inputs.json") for s in SUBJECTS]

@@ -1,0 +1,12 @@
+rule fetch:
+    """Resolve, fetch and checksum-verify every input file of a subject."""
+    input:
+        subject="subjects/{subject}/subject.yaml",
+    output:
+        res("{subject}", "inputs.json"),
+    log:
+        "results/logs/{subject}/fetch.log",
+    params:
+        mirrors=config["data"]["mirror"],
+    script:
+        "../scripts/fetch.py"
