@@ -1,0 +1,270 @@
+"""Inverse kinematics per dynamic trial (OpenSim InverseKinematicsTool)."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musculo import logger
+from musculo.errors import InputDataError
+from musculo.opensim_tools.common import (
+    MarkerNotInModelError,
+    OpenSimToolError,
+    OutputCheckError,
+    PathLike,
+    TooFewMarkersError,
+    check_table,
+    import_opensim,
+    load_model,
+    publish,
+    require_file,
+    route_opensim_log,
+    time_window,
+    work_dir,
+)
+
+MIN_IK_MARKERS = 3
+
+
+def trc_markers(
+    path: PathLike, *, start: float | None = None, end: float | None = None
+) -> dict[str, np.ndarray]:
+    """Marker trajectories of a TRC file (OpenSim's adapter), ``{name: (T, 3)}`` in file units.
+
+    Markers that have no finite sample within ``start``-``end`` are left out.
+    """
+    opensim = import_opensim()
+    table = opensim.TimeSeriesTableVec3(str(path))
+    times = np.asarray(table.getIndependentColumn(), dtype=float)
+    keep = np.ones(times.size, dtype=bool)
+    if start is not None:
+        keep &= times >= start - 1e-9
+    if end is not None:
+        keep &= times <= end + 1e-9
+    flat = table.flatten()
+    data = flat.getMatrix().to_numpy()
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(table.getColumnLabels()):
+        xyz = data[keep, 3 * i : 3 * i + 3]
+        if np.isfinite(xyz).all(axis=1).any():
+            out[str(name)] = xyz
+    return out
+
+
+def _xml_root_tag(path: Path) -> str:
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise InputDataError(f"{path}: not valid XML ({exc})") from exc
+    children = list(root)
+    return children[0].tag if root.tag == "OpenSimDocument" and children else root.tag
+
+
+def load_task_set(path: PathLike) -> tuple[Any, dict[str, float]]:
+    """Load an IKTaskSet from an IKTaskSet XML or from an InverseKinematicsTool setup.
+
+    Returns ``(task_set, settings)``; ``settings`` holds ``accuracy`` and ``constraint_weight``
+    when the file is a tool setup.
+    """
+    opensim = import_opensim()
+    p = require_file(path, what="IK task set", field="task_set")
+    tag = _xml_root_tag(p)
+    if tag == "InverseKinematicsTool":
+        tool = opensim.InverseKinematicsTool(str(p))
+        settings = {"accuracy": tool.get_accuracy(), "constraint_weight": tool.get_constraint_weight()}
+        return opensim.IKTaskSet(tool.getIKTaskSet()), settings
+    if tag == "IKTaskSet":
+        return opensim.IKTaskSet(str(p)), {}
+    raise InputDataError(
+        f"task_set: {p} holds a <{tag}>, expected an <IKTaskSet> or an <InverseKinematicsTool> setup"
+    )
+
+
+def default_task_set(
+    *,
+    model: Any,
+    markers: Sequence[str],
+    marker_weights: Mapping[str, float] | None = None,
+    default_weight: float = 1.0,
+) -> Any:
+    """An IKTaskSet with one marker task per marker found in both the model and the trial.
+
+    Weights come from ``marker_weights`` (marker name -> weight), ``default_weight`` otherwise.
+    """
+    opensim = import_opensim()
+    weights = dict(marker_weights or {})
+    model_markers = {model.getMarkerSet().get(i).getName() for i in range(model.getMarkerSet().getSize())}
+    task_set = opensim.IKTaskSet()
+    for name in markers:
+        if name not in model_markers:
+            continue
+        task = opensim.IKMarkerTask()
+        task.setName(name)
+        weight = float(weights.get(name, default_weight))
+        task.setWeight(weight)
+        task.setApply(weight > 0)
+        task_set.cloneAndAppend(task)
+    return task_set
+
+
+def apply_marker_weights(task_set: Any, marker_weights: Mapping[str, float] | None) -> None:
+    """Override the weights of marker tasks named in ``marker_weights``."""
+    if not marker_weights:
+        return
+    for i in range(task_set.getSize()):
+        task = task_set.get(i)
+        if task.getConcreteClassName() == "IKMarkerTask" and task.getName() in marker_weights:
+            weight = float(marker_weights[task.getName()])
+            task.setWeight(weight)
+            task.setApply(weight > 0)
+
+
+def check_tasks(*, task_set: Any, model: Any, trial_markers: Sequence[str], source: str) -> list[str]:
+    """Check every applied task names something in the model; return usable marker names."""
+    model_markers = {model.getMarkerSet().get(i).getName() for i in range(model.getMarkerSet().getSize())}
+    coords = {model.getCoordinateSet().get(i).getName() for i in range(model.getCoordinateSet().getSize())}
+    usable = []
+    for i in range(task_set.getSize()):
+        task = task_set.get(i)
+        if not task.getApply():
+            continue
+        name = task.getName()
+        if task.getConcreteClassName() == "IKMarkerTask":
+            if name not in model_markers:
+                raise MarkerNotInModelError(
+                    f"{source}: IK task names marker {name!r}, which the model does not have; "
+                    f"remove the task or add the marker to the marker set"
+                )
+            if name in trial_markers and task.getWeight() > 0:
+                usable.append(name)
+        elif name not in coords:
+            raise OpenSimToolError(
+                f"{source}: IK coordinate task names {name!r}, which is not a model coordinate"
+            )
+    return usable
+
+
+def run_ik(
+    *,
+    model: PathLike,
+    markers_trc: PathLike,
+    output_mot: PathLike,
+    setup_out: PathLike,
+    errors_out: PathLike,
+    task_set: PathLike | None = None,
+    time_range: Sequence[float] | None = None,
+    max_frames: int | None = None,
+    marker_weights: Mapping[str, float] | None = None,
+    default_weight: float = 1.0,
+    accuracy: float | None = None,
+    constraint_weight: float | None = None,
+    flag_limit: float = 0.04,
+    log: PathLike | None = None,
+) -> dict[str, Any]:
+    """Run OpenSim inverse kinematics on one marker trial.
+
+    Writes ``output_mot`` (coordinates, degrees), ``errors_out`` (OpenSim's per-frame marker
+    errors: total squared, RMS and max in m) and the resolved setup ``setup_out``. Tasks come
+    from ``task_set`` (an IKTaskSet XML, or an IK tool setup whose accuracy and constraint weight
+    are used too), else one task per model marker present in the trial weighted by
+    ``marker_weights``. Frames whose largest marker error exceeds ``flag_limit`` (m) are flagged
+    in the returned summary and the log.
+    """
+    route_opensim_log(log)
+    opensim = import_opensim()
+    trc = require_file(markers_trc, what="marker file", field="markers_trc")
+    osim = load_model(model)
+    times = np.asarray(opensim.TimeSeriesTableVec3(str(trc)).getIndependentColumn(), dtype=float)
+    start, end = time_window(times, time_range=time_range, max_frames=max_frames, source=trc)
+    present = sorted(trc_markers(trc, start=start, end=end))
+
+    settings: dict[str, float] = {}
+    if task_set is not None:
+        tasks, settings = load_task_set(task_set)
+        apply_marker_weights(tasks, marker_weights)
+        source = str(task_set)
+    else:
+        tasks = default_task_set(
+            model=osim, markers=present, marker_weights=marker_weights, default_weight=default_weight
+        )
+        source = str(trc)
+    usable = check_tasks(task_set=tasks, model=osim, trial_markers=present, source=source)
+    if len(usable) < MIN_IK_MARKERS:
+        raise TooFewMarkersError(
+            f"{trc}: only {len(usable)} weighted markers are both in the trial and the model "
+            f"({usable}); IK needs at least {MIN_IK_MARKERS}. Check marker names against the "
+            f"marker set"
+        )
+    acc = accuracy if accuracy is not None else settings.get("accuracy", 1e-5)
+    cweight = (
+        constraint_weight if constraint_weight is not None else settings.get("constraint_weight", math.inf)
+    )
+
+    out_mot, out_err, out_setup = Path(output_mot), Path(errors_out), Path(setup_out)
+    with work_dir(out_mot) as tmp:
+        tool = opensim.InverseKinematicsTool()
+        tool.setName("ik")
+        tool.set_IKTaskSet(tasks)
+        tool.setMarkerDataFileName(str(trc))
+        tool.set_accuracy(float(acc))
+        tool.set_constraint_weight(float(cweight))
+        tool.setStartTime(start)
+        tool.setEndTime(end)
+        tool.set_report_errors(True)
+        tool.set_model_file(str(Path(model).resolve()))
+        # the setup beside the outputs names the final files
+        tool.setResultsDir(str(out_err.parent.resolve()))
+        tool.setOutputMotionFileName(str(out_mot.resolve()))
+        tool.printToXML(str(tmp / "ik_setup.xml"))
+        tool.setResultsDir(str(tmp))
+        tool.setOutputMotionFileName(str(tmp / "ik.mot"))
+        tool.setModel(osim)
+        logger.info("IK %s: %.3f-%.3f s, %d marker tasks", trc.name, start, end, len(usable))
+        if not tool.run():
+            raise OpenSimToolError(f"InverseKinematicsTool failed on {trc}; see the job log")
+        n_expected = int(np.sum((times >= start - 1e-9) & (times <= end + 1e-9)))
+        coords = [osim.getCoordinateSet().get(i).getName() for i in range(osim.getNumCoordinates())]
+        check_table(tmp / "ik.mot", tool="ik", columns=coords, min_rows=n_expected)
+        errors = check_table(
+            tmp / "ik_ik_marker_errors.sto",
+            tool="ik",
+            columns=["marker_error_RMS", "marker_error_max"],
+            min_rows=n_expected,
+        )
+        rms = errors["marker_error_RMS"].to_numpy(dtype=float)
+        mx = errors["marker_error_max"].to_numpy(dtype=float)
+        if np.any(rms < 0):
+            raise OutputCheckError("ik: negative marker errors")
+        flagged = errors.index[mx > flag_limit].to_numpy(dtype=float)
+        publish(
+            [
+                (tmp / "ik.mot", out_mot),
+                (tmp / "ik_ik_marker_errors.sto", out_err),
+                (tmp / "ik_setup.xml", out_setup),
+            ]
+        )
+    if flagged.size:
+        logger.warning(
+            "IK %s: %d of %d frames have a marker error over %.3f m (first at %.3f s)",
+            trc.name,
+            flagged.size,
+            len(errors),
+            flag_limit,
+            flagged[0],
+        )
+    return {
+        "frames": len(errors),
+        "start": start,
+        "end": end,
+        "markers": len(usable),
+        "marker_rms_mean": float(np.mean(rms)),
+        "marker_rms_max": float(np.max(rms)),
+        "marker_max": float(np.max(mx)),
+        "flagged_frames": int(flagged.size),
+        "flag_limit": flag_limit,
+    }

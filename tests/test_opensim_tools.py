@@ -1,0 +1,306 @@
+"""OpenSim stages against OpenSim's own reference outputs, and their handling of bad input.
+
+Every tool runs in a child process (run_isolated), as in the workflow.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from musculo.io.tables import read_sto
+from musculo.opensim_tools import (
+    MarkerNotInModelError,
+    ModelFileError,
+    TooFewMarkersError,
+    run_isolated,
+)
+from musculo.opensim_tools.scale import read_scale_factors
+
+G54 = "gait2354-subject01"
+G10 = "gait10dof18musc-subject01"
+
+
+def coordinate_rms(ours, ref, columns):
+    ref = ref[~ref.index.duplicated()]
+    aligned = ref[columns].reindex(ours.index, method="nearest", tolerance=2e-3)
+    assert not aligned.isna().any().any()
+    return np.sqrt(((ours[columns] - aligned) ** 2).mean())
+
+
+def test_ik_reproduces_gait2354_reference(dataset_file, tmp_path):
+    out = tmp_path / "walk1"
+    summary = run_isolated(
+        "ik",
+        model=str(dataset_file(G54, "OutputReference/subject01_simbody.osim")),
+        markers_trc=str(dataset_file(G54, "subject01_walk1.trc")),
+        task_set=str(dataset_file(G54, "subject01_Setup_IK.xml")),
+        output_mot=str(out / "ik.mot"),
+        setup_out=str(out / "ik_setup.xml"),
+        errors_out=str(out / "ik_marker_errors.sto"),
+        time_range=[0.4, 1.0],
+    )
+    ours = read_sto(out / "ik.mot")
+    ref = read_sto(dataset_file(G54, "OutputReference/subject01_walk1_ik.mot"))
+    rms = coordinate_rms(ours, ref, list(ref.columns))
+    print("gait2354 IK RMS (deg) max over coordinates:", rms.max())
+    assert rms.max() <= 0.1
+    assert summary["frames"] == len(ours) == 37
+    assert (out / "ik_setup.xml").is_file()
+    errors = read_sto(out / "ik_marker_errors.sto")
+    assert (errors["marker_error_RMS"] < 0.05).all()
+    assert not list(out.glob(".opensim-*"))
+
+
+def test_id_reproduces_gait2354_reference(dataset_file, tmp_path):
+    out = tmp_path / "walk1"
+    res = run_isolated(
+        "id",
+        model=str(dataset_file(G54, "OutputReference/subject01_simbody.osim")),
+        coordinates_mot=str(dataset_file(G54, "OutputReference/subject01_walk1_ik.mot")),
+        external_loads_xml=str(dataset_file(G54, "subject01_walk1_grf.xml")),
+        output_sto=str(out / "id.sto"),
+        setup_out=str(out / "id_setup.xml"),
+        residuals_out=str(out / "residuals.json"),
+        lowpass_hz=6.0,
+        height=1.8034,
+    )
+    ours = read_sto(out / "id.sto")
+    ref = read_sto(dataset_file(G54, "OutputReference/ResultsInverseDynamics/inverse_dynamics.sto"))
+    rms = coordinate_rms(ours, ref, list(ref.columns))
+    print("gait2354 ID RMS (N m) max:", rms.max())
+    assert rms.max() <= 0.5
+    assert res["mass"] == pytest.approx(72.6, abs=0.01)
+    on_disk = json.loads((out / "residuals.json").read_text())
+    ty = on_disk["coordinates"]["pelvis_ty"]
+    assert ty["rms_pct_bw"] == pytest.approx(100 * ty["rms"] / on_disk["body_weight"])
+
+
+def test_ik_and_id_reproduce_gait10dof18musc_reference(dataset_file, tmp_path):
+    model = str(dataset_file(G10, "OutputReference/subject01.osim"))
+    run_isolated(
+        "ik",
+        model=model,
+        markers_trc=str(dataset_file(G10, "ExperimentalData/subject01_walk.trc")),
+        task_set=str(dataset_file(G10, "IK/walk_Setup_IK.xml")),
+        output_mot=str(tmp_path / "ik.mot"),
+        setup_out=str(tmp_path / "ik_setup.xml"),
+        errors_out=str(tmp_path / "ik_marker_errors.sto"),
+        time_range=[0.6, 1.0],
+    )
+    ref_ik = read_sto(dataset_file(G10, "OutputReference/IK/subject01_walk_IK.mot"))
+    ik_rms = coordinate_rms(read_sto(tmp_path / "ik.mot"), ref_ik, list(ref_ik.columns))
+    print("gait10dof18musc IK RMS (deg) max:", ik_rms.max())
+    assert ik_rms.max() <= 0.1
+    run_isolated(
+        "id",
+        model=model,
+        coordinates_mot=str(dataset_file(G10, "OutputReference/IK/subject01_walk_IK.mot")),
+        external_loads_xml=str(dataset_file(G10, "ExperimentalData/subject01_walk_grf.xml")),
+        output_sto=str(tmp_path / "id.sto"),
+        setup_out=str(tmp_path / "id_setup.xml"),
+        residuals_out=str(tmp_path / "residuals.json"),
+        lowpass_hz=6.0,
+    )
+    ref_id = read_sto(dataset_file(G10, "OutputReference/ID/Results/subject01_walk_ID.sto"))
+    id_rms = coordinate_rms(read_sto(tmp_path / "id.sto"), ref_id, list(ref_id.columns))
+    print("gait10dof18musc ID RMS (N m) max:", id_rms.max())
+    assert id_rms.max() <= 0.5
+
+
+def scale_kwargs(dataset_file, out, **over):
+    kwargs = dict(
+        generic_model=str(dataset_file("opensim-models", "models/gait2392_thelen2003muscle.osim")),
+        marker_set=str(dataset_file(G54, "gait2354_Scale_MarkerSet.xml")),
+        scale_setup=str(dataset_file(G54, "subject01_Setup_Scale.xml")),
+        static_trc=str(dataset_file(G54, "subject01_static.trc")),
+        mass=72.6,
+        height=1.8034,
+        output_model=str(out / "scaled.osim"),
+        setup_out=str(out / "scale_setup.xml"),
+        quality_out=str(out / "scale_quality.json"),
+        time_range=[1.0, 2.0],
+    )
+    kwargs.update(over)
+    return kwargs
+
+
+def test_scale_factors_match_reference_scale_set(dataset_file, tmp_path):
+    out = tmp_path / "model"
+    quality = run_isolated("scale", **scale_kwargs(dataset_file, out))
+    ref = read_scale_factors(dataset_file(G54, "OutputReference/subject01_scaleSet_applied.xml"))
+    ours = quality["scale_factors"]
+    bodies = [b for b in ref if b != "ground"]
+    assert set(bodies) <= set(ours)
+    rel = {b: abs(ours[b][0] / ref[b][0] - 1) for b in bodies}
+    print("scale factor relative differences:", rel)
+    assert max(rel.values()) <= 0.03
+    # scaled-marker RMS in the static pose, as OpenSim reports it (about 3 cm for this subject)
+    assert 0.005 < quality["marker_rms"] < 0.04
+    assert quality["scaled_mass"] == pytest.approx(72.6, rel=1e-6)
+    assert read_scale_factors(out / "scale_set.xml") == ours
+    assert (out / "scaled.osim").is_file() and (out / "scale_setup.xml").is_file()
+
+
+def test_missing_model_is_a_specific_error(dataset_file, tmp_path):
+    out = tmp_path / "model"
+    with pytest.raises(ModelFileError, match="does not exist"):
+        run_isolated("scale", **scale_kwargs(dataset_file, out, generic_model=str(tmp_path / "nope.osim")))
+    with pytest.raises(ModelFileError):
+        run_isolated(
+            "ik",
+            model=str(tmp_path / "nope.osim"),
+            markers_trc=str(dataset_file(G54, "subject01_walk1.trc")),
+            output_mot=str(out / "ik.mot"),
+            setup_out=str(out / "ik_setup.xml"),
+            errors_out=str(out / "ik_marker_errors.sto"),
+        )
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_marker_absent_from_model_is_a_specific_error(dataset_file, tmp_path):
+    text = dataset_file(G54, "gait2354_Scale_MarkerSet.xml").read_text()
+    bad = tmp_path / "markers.xml"
+    bad.write_text(text.replace("<body> pelvis </body>", "<body> no_such_body </body>", 1))
+    assert bad.read_text() != text
+    out = tmp_path / "model"
+    with pytest.raises(MarkerNotInModelError, match="no_such_body"):
+        run_isolated("scale", **scale_kwargs(dataset_file, out, marker_set=str(bad)))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_static_trial_with_too_few_markers(dataset_file, tmp_path):
+    import opensim
+
+    table = opensim.TimeSeriesTableVec3(str(dataset_file(G54, "subject01_static.trc")))
+    labels = list(table.getColumnLabels())
+    for name in labels[3:]:
+        table.removeColumn(name)
+    few = tmp_path / "static.trc"
+    opensim.TRCFileAdapter().write(table, str(few))
+    out = tmp_path / "model"
+    with pytest.raises(TooFewMarkersError, match="only 3 markers"):
+        run_isolated("scale", **scale_kwargs(dataset_file, out, static_trc=str(few)))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_so_and_muscle_analysis_on_gait10dof18musc(dataset_file, tmp_path):
+    model = str(dataset_file(G10, "OutputReference/subject01.osim"))
+    ik = str(dataset_file(G10, "OutputReference/IK/subject01_walk_IK.mot"))
+    so = run_isolated(
+        "so",
+        model=model,
+        coordinates_mot=ik,
+        external_loads_xml=str(dataset_file(G10, "ExperimentalData/subject01_walk_grf.xml")),
+        activation_out=str(tmp_path / "so_activation.sto"),
+        force_out=str(tmp_path / "so_force.sto"),
+        setup_out=str(tmp_path / "so_setup.xml"),
+        reserves_out=str(tmp_path / "so_reserves.json"),
+        time_range=[0.6, 1.6],
+        max_frames=25,
+    )
+    act = read_sto(tmp_path / "so_activation.sto")
+    assert len(act) == so["frames"] == 25
+    muscles = [c for c in act.columns if not c.startswith(("reserve_", "residual_"))]
+    assert len(muscles) == 18
+    assert act[muscles].to_numpy().min() >= 0 and act[muscles].to_numpy().max() <= 1
+    kinds = {v["kind"] for v in so["actuators"].values()}
+    assert kinds == {"reserve", "residual"}
+    # muscles cross the knee: its reserve is small next to the muscles' share of the ID moment
+    assert so["actuators"]["reserve_knee_angle_r"]["max_abs"] < 5.0
+
+    ma = run_isolated(
+        "muscle_analysis",
+        model=model,
+        coordinates_mot=ik,
+        output_npz=str(tmp_path / "muscle_analysis.npz"),
+        sto_dir=str(tmp_path / "muscle_analysis"),
+        setup_out=str(tmp_path / "ma_setup.xml"),
+        time_range=[0.6, 1.6],
+        max_frames=30,
+    )
+    z = np.load(tmp_path / "muscle_analysis.npz")
+    t, m, c = ma["frames"], ma["muscles"], ma["coordinates"]
+    assert (t, m, c) == (30, 18, 10)
+    assert z["moment_arm"].shape == (t, m, c) and z["q"].shape == (t, c)
+    for key in ("mtu_length", "mtu_velocity", "fiber_length"):
+        assert z[key].shape == (t, m)
+    names = list(z["muscles"])
+    knee = list(z["coordinates"]).index("knee_angle_r")
+    hip = list(z["coordinates"]).index("hip_flexion_r")
+    assert z["moment_arm"][:, names.index("vasti_r"), knee].min() > 0.01  # knee extensor
+    assert np.abs(z["moment_arm"][:, names.index("vasti_r"), hip]).max() == 0  # one-joint
+    # MTU velocity (from moment arms and qdot) agrees with the derivative of MTU length
+    fd = np.gradient(z["mtu_length"], z["time"], axis=0)[2:-2]
+    v = z["mtu_velocity"][2:-2]
+    assert np.corrcoef(fd.ravel(), v.ravel())[0, 1] > 0.99
+    assert z["max_isometric_force"].min() > 0 and z["optimal_fiber_length"].max() < 0.5
+    assert (tmp_path / "muscle_analysis" / "ma_MuscleAnalysis_Length.sto").is_file()
+
+
+def test_rajagopal_walk_moments_close_to_published_id(dataset_file, tmp_path):
+    rw = "rajagopal-walk"
+    # the authors' manual scale set, applied through the dataset's own scale setup
+    setup = dataset_file(rw, "Scale/scale_setup_walk.xml").read_text()
+    scale_set = dataset_file(rw, "Scale/scaleSet_applied_walk.xml").read_text()
+    objects = scale_set[scale_set.index("<objects>") : scale_set.index("</objects>") + 10]
+    setup = setup.replace("<scaling_order />", "<scaling_order> manualScale </scaling_order>")
+    setup = setup.replace("<ScaleSet>\n\t\t\t\t<objects />", "<ScaleSet>\n" + objects, 1)
+    assert "manualScale" in setup and "<segment>pelvis</segment>" in setup
+    (tmp_path / "scale_setup_walk.xml").write_text(setup)
+    quality = run_isolated(
+        "scale",
+        generic_model=str(dataset_file("opensim-models", "models/Rajagopal2016.osim")),
+        marker_set=str(dataset_file(rw, "Scale/markerset_walk_preScale.xml")),
+        scale_setup=str(tmp_path / "scale_setup_walk.xml"),
+        static_trc=str(dataset_file(rw, "ExpData/static_walk_2.trc")),
+        mass=85.27,
+        height=1.89,
+        output_model=str(tmp_path / "scaled.osim"),
+        setup_out=str(tmp_path / "scale_setup.xml"),
+        quality_out=str(tmp_path / "scale_quality.json"),
+        time_range=[0.0, 0.1],
+        max_marker_rms=0.05,
+    )
+    assert quality["marker_rms"] < 0.05
+    run_isolated(
+        "ik",
+        model=str(tmp_path / "scaled.osim"),
+        markers_trc=str(dataset_file(rw, "ExpData/motion_capture_walk.trc")),
+        task_set=str(dataset_file(rw, "IK/ik_setup_walk.xml")),
+        output_mot=str(tmp_path / "ik.mot"),
+        setup_out=str(tmp_path / "ik_setup.xml"),
+        errors_out=str(tmp_path / "ik_marker_errors.sto"),
+        time_range=[0.45, 1.25],
+    )
+    # the dataset's ExternalLoads with its GRF file, without the kinematics file it names
+    loads = dataset_file(rw, "ID/grf_walk.xml").read_text()
+    grf = dataset_file(rw, "ExpData/grf_walk.mot")
+    start = loads.index("<datafile>")
+    end = loads.index("</lowpass_cutoff_frequency_for_load_kinematics>") + len(
+        "</lowpass_cutoff_frequency_for_load_kinematics>"
+    )
+    loads = loads[:start] + f"<datafile>{grf}</datafile>" + loads[end:]
+    (tmp_path / "grf_walk.xml").write_text(loads)
+    run_isolated(
+        "id",
+        model=str(tmp_path / "scaled.osim"),
+        coordinates_mot=str(tmp_path / "ik.mot"),
+        external_loads_xml=str(tmp_path / "grf_walk.xml"),
+        output_sto=str(tmp_path / "id.sto"),
+        setup_out=str(tmp_path / "id_setup.xml"),
+        residuals_out=str(tmp_path / "residuals.json"),
+    )
+    ours = read_sto(tmp_path / "id.sto")
+    ref = read_sto(dataset_file("opensim-example3dwalking", "id_walk.sto"))
+    ours = ours.loc[(ours.index >= 0.5) & (ours.index <= 1.2)]  # away from filter edges
+    cols = [
+        f"{j}_{s}_moment"
+        for j in ("hip_flexion", "hip_adduction", "knee_angle", "ankle_angle")
+        for s in ("r", "l")
+    ]
+    rms = coordinate_rms(ours, ref, cols)
+    print("rajagopal-walk ID vs id_walk.sto RMS (N m):", rms.round(2).to_dict())
+    assert rms.max() <= 10.0

@@ -1,0 +1,141 @@
+"""OpenSim stages: scale, IK, ID, static optimization, muscle analysis, quality table."""
+
+OS = config["opensim"]
+
+
+def _window(w):
+    """The trial's own time_range, else the configured one."""
+    for t in subject(w.subject).trials:
+        if t.name == w.trial and t.time_range:
+            return list(t.time_range)
+    return OS["time_range"]
+
+
+rule scale:
+    """Scale the generic model to the subject from its static trial (ScaleTool)."""
+    input:
+        inputs=res("{subject}", "inputs.json"),
+        static=lambda w: res(w.subject, static_trial(w.subject), "markers.trc"),
+    output:
+        model=res("{subject}", "model", "scaled.osim"),
+        setup=res("{subject}", "model", "scale_setup.xml"),
+        quality=res("{subject}", "model", "scale_quality.json"),
+    log:
+        "results/logs/{subject}/scale/scale.log",
+    params:
+        mass=lambda w: subject(w.subject).mass,
+        height=lambda w: subject(w.subject).height,
+        scale_bounds=OS["scale_bounds"],
+        max_marker_rms=OS["max_marker_rms"],
+        max_marker_error=OS["max_marker_error"],
+        min_markers=OS["min_static_markers"],
+        marker_weights=OS["marker_weights"],
+    script:
+        "../scripts/opensim_scale.py"
+
+
+rule ik:
+    """Inverse kinematics of one dynamic trial (InverseKinematicsTool)."""
+    input:
+        inputs=res("{subject}", "inputs.json"),
+        model=res("{subject}", "model", "scaled.osim"),
+        markers=res("{subject}", "{trial}", "markers.trc"),
+    output:
+        mot=res("{subject}", "{trial}", "ik.mot"),
+        setup=res("{subject}", "{trial}", "ik_setup.xml"),
+        errors=res("{subject}", "{trial}", "ik_marker_errors.sto"),
+    log:
+        "results/logs/{subject}/ik/{trial}.log",
+    params:
+        time_range=_window,
+        max_frames=OS["max_frames"],
+        marker_weights=OS["marker_weights"],
+        flag_limit=OS["ik_flag_limit"],
+    script:
+        "../scripts/opensim_ik.py"
+
+
+rule id:
+    """Inverse dynamics of one dynamic trial with its external loads (InverseDynamicsTool)."""
+    input:
+        model=res("{subject}", "model", "scaled.osim"),
+        mot=res("{subject}", "{trial}", "ik.mot"),
+        loads=res("{subject}", "{trial}", "external_loads.xml"),
+        grf=res("{subject}", "{trial}", "grf.mot"),
+    output:
+        sto=res("{subject}", "{trial}", "id.sto"),
+        setup=res("{subject}", "{trial}", "id_setup.xml"),
+        residuals=res("{subject}", "{trial}", "residuals.json"),
+    log:
+        "results/logs/{subject}/id/{trial}.log",
+    params:
+        lowpass_hz=OS["lowpass_hz"],
+        time_range=_window,
+        max_frames=OS["max_frames"],
+        height=lambda w: subject(w.subject).height,
+    script:
+        "../scripts/opensim_id.py"
+
+
+rule so:
+    """Static optimization of one dynamic trial with reserve and residual actuators."""
+    input:
+        model=res("{subject}", "model", "scaled.osim"),
+        mot=res("{subject}", "{trial}", "ik.mot"),
+        loads=res("{subject}", "{trial}", "external_loads.xml"),
+        grf=res("{subject}", "{trial}", "grf.mot"),
+    output:
+        activation=res("{subject}", "{trial}", "so_activation.sto"),
+        force=res("{subject}", "{trial}", "so_force.sto"),
+        setup=res("{subject}", "{trial}", "so_setup.xml"),
+        reserves=res("{subject}", "{trial}", "so_reserves.json"),
+    log:
+        "results/logs/{subject}/so/{trial}.log",
+    params:
+        reserve_optimal_force=OS["reserve_optimal_force"],
+        residual_optimal_force=OS["residual_optimal_force"],
+        lowpass_hz=OS["lowpass_hz"],
+        time_range=_window,
+        max_frames=OS["max_frames"],
+    script:
+        "../scripts/opensim_so.py"
+
+
+rule muscle_analysis:
+    """Muscle-tendon lengths, velocities and moment arms of one dynamic trial (MuscleAnalysis)."""
+    input:
+        model=res("{subject}", "model", "scaled.osim"),
+        mot=res("{subject}", "{trial}", "ik.mot"),
+    output:
+        npz=res("{subject}", "{trial}", "muscle_analysis.npz"),
+        sto_dir=directory(res("{subject}", "{trial}", "muscle_analysis")),
+        setup=res("{subject}", "{trial}", "ma_setup.xml"),
+    log:
+        "results/logs/{subject}/muscle_analysis/{trial}.log",
+    params:
+        lowpass_hz=OS["lowpass_hz"],
+        time_range=_window,
+        max_frames=OS["max_frames"],
+    script:
+        "../scripts/opensim_muscle_analysis.py"
+
+
+rule quality:
+    """Per-subject quality table: marker errors, residuals, reserve use."""
+    input:
+        scale=res("{subject}", "model", "scale_quality.json"),
+        ik=lambda w: [res(w.subject, t, "ik_marker_errors.sto") for t in dynamic_trials(w.subject)],
+        id=lambda w: [res(w.subject, t, "residuals.json") for t in dynamic_trials(w.subject)],
+        so=lambda w: [res(w.subject, t, "so_reserves.json") for t in dynamic_trials(w.subject)],
+        ma=lambda w: [res(w.subject, t, "muscle_analysis.npz") for t in dynamic_trials(w.subject)],
+    output:
+        tsv=res("{subject}", "quality.tsv"),
+    log:
+        "results/logs/{subject}/quality/quality.log",
+    params:
+        max_marker_rms=OS["max_marker_rms"],
+        ik_flag_limit=OS["ik_flag_limit"],
+        residual_force_pct_limit=OS["residual_force_pct_limit"],
+        reserve_limit=OS["reserve_limit"],
+    script:
+        "../scripts/opensim_quality.py"
