@@ -1,0 +1,92 @@
+"""Subject calibration of the physics core (CEINMS style), saved to ``results/<s>/physics/calibration.json``.
+
+The bounded subject parameters (per-muscle strength, optimal fibre and tendon slack length scales,
+EMG gains; shared activation time constant and non-linearity) are fitted on calibration trials
+against inverse-dynamics moments. Muscles without EMG that span a tracked coordinate are driven by
+synergy extrapolation (:class:`musculo.estimators.mse.MSEEstimator`) fitted jointly, so that the
+measured muscles are not made stronger to stand in for the unmeasured ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musculo import logger
+from musculo.errors import EstimatorError
+from musculo.io_utils import atomic_output
+from musculo.physics.data import TrialData, load_trial_dir
+
+DEFAULT_CALIBRATED = ("strength_scale", "optimal_fiber_length_scale", "tendon_slack_length_scale",
+                      "emg_gain", "tau_act", "shape")
+
+
+def calibrate(
+    *, trials: Sequence[TrialData], physics: dict[str, Any] | None = None,
+    mse: dict[str, Any] | None = None, seed: int = 0,
+) -> dict[str, Any]:
+    """Fit the subject parameters on ``trials``; return the calibration record (JSON-serialisable).
+
+    ``physics`` keys: ``calibrate`` (parameter names to fit), ``calibration_max_iter`` and the keys
+    of :func:`musculo.physics.muscle.model_for`; ``mse`` keys: those of
+    :class:`~musculo.estimators.mse.MSEEstimator` used for the unmeasured muscles.
+    """
+    from musculo.estimators.mse import MSEEstimator
+
+    physics = dict(physics or {})
+    mse = dict(mse or {})
+    if not trials:
+        raise EstimatorError("physics.calibration: no calibration trials")
+    est = MSEEstimator(
+        physics=physics, n_synergies=mse.get("n_synergies"), vaf_threshold=mse.get("vaf_threshold", 0.9),
+        max_synergies=mse.get("max_synergies", 6), magnitude_weight=mse.get("magnitude_weight", 0.01),
+        max_iter=int(physics.get("calibration_max_iter", 100)),
+        trainable_physics=physics.get("calibrate", DEFAULT_CALIBRATED), seed=seed,
+    ).fit(trials)
+    rmse = {}
+    for trial in trials:
+        pred = est.predict(trial).moments.to_numpy()
+        rmse[trial.name] = dict(zip(trial.coordinates,
+                                    np.sqrt(np.mean((pred - trial.id_moment) ** 2, axis=0)).tolist(),
+                                    strict=True))
+    record = {
+        "parameters": est.model_.to_dict() if est.model_ else {},
+        "trials": [t.name for t in trials],
+        "coordinates": list(trials[0].coordinates),
+        "measured": est.measured_, "extrapolated": est.extrapolated_,
+        "n_synergies": int(est.synergies_.shape[0]), "vaf": est.vaf_,
+        "fit": est.fit_info_, "rmse": rmse,
+    }
+    logger.info("calibration on %s: loss %.4g", record["trials"], est.fit_info_["loss"])
+    return record
+
+
+def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``calibration.json``; raises :class:`EstimatorError` naming the file when unreadable."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EstimatorError(f"{p}: cannot read the calibration ({exc}); rerun the calibrate rule") from exc
+
+
+def run_calibration(
+    *, trial_dirs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
+    coordinates: Sequence[str] | None = None, physics: dict[str, Any] | None = None,
+    mse: dict[str, Any] | None = None, seed: int = 0, n_trials: int = 0,
+) -> dict[str, Any]:
+    """Calibrate a subject from its trial result folders and write ``output`` (calibration.json).
+
+    ``n_trials`` > 0 uses only the first that many trials.
+    """
+    dirs = list(trial_dirs)[: n_trials or None]
+    trials = [load_trial_dir(d, coordinates=list(coordinates) if coordinates else None) for d in dirs]
+    record = calibrate(trials=trials, physics=physics, mse=mse, seed=seed)
+    with atomic_output(output) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    return record

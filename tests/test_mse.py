@@ -1,0 +1,60 @@
+"""MSE baseline: synergy extraction, extrapolation through the physics core, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musculo.errors import EstimatorError
+from musculo.estimators.mse import MSEEstimator, fit_synergies, synergy_activations, vaf
+from musculo.physics.synthetic import synthetic_trials
+
+
+def test_vaf_chooses_number_of_synergies():
+    rng = np.random.default_rng(0)
+    h = rng.uniform(0, 1, (300, 3))
+    w = rng.uniform(0, 1, (3, 8))
+    data = h @ w
+    syn, score = fit_synergies(data, vaf_threshold=0.999, seed=1)
+    assert syn.shape == (3, 8) and score >= 0.999
+    syn1, score1 = fit_synergies(data, n_synergies=1, seed=1)
+    assert syn1.shape == (1, 8) and score1 < score
+    act = synergy_activations(data, syn)
+    assert vaf(data, act @ syn) > 0.999 and act.min() >= 0
+
+
+def test_mse_extrapolates_unmeasured_muscles_and_moments(tmp_path):
+    trials = synthetic_trials(n_trials=3, seed=0)
+    est = MSEEstimator(max_iter=100, magnitude_weight=0.001, seed=0).fit(trials[:2])
+    assert est.synergies_.shape[0] == 2 and est.extrapolated_ == ["m4", "m5"]
+    pred = est.predict(trials[2])
+    truth = trials[2].so_activation
+    for m in ("m4", "m5"):
+        r = np.corrcoef(pred.excitations[m], truth[:, trials[2].muscles.index(m)])[0, 1]
+        assert r > 0.95
+    assert pred.excitations.to_numpy().min() >= 0 and pred.excitations.to_numpy().max() <= 1
+    for j, c in enumerate(trials[2].coordinates):
+        err = pred.moments[c].to_numpy() - trials[2].id_moment[:, j]
+        assert np.sqrt(np.mean(err**2)) < 0.1 * np.ptp(trials[2].id_moment[:, j])
+    est.save(tmp_path)
+    loaded = MSEEstimator.load(tmp_path)
+    again = loaded.predict(trials[2])
+    np.testing.assert_allclose(again.moments.to_numpy(), pred.moments.to_numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(again.excitations.to_numpy(), pred.excitations.to_numpy(), atol=1e-12)
+
+
+def test_hidden_muscle_is_not_read_from_the_trial():
+    trials = synthetic_trials(n_trials=3, seed=0)
+    est = MSEEstimator(max_iter=50, n_synergies=2).fit(trials[:2], hidden=["m1"])
+    assert "m1" in est.extrapolated_ and "m1" not in est.measured_
+    test = trials[2]
+    changed = test.__class__(**{**test.__dict__, "excitation": test.excitation.copy()})
+    changed.excitation[:, 1] = 0.9  # a different envelope of the hidden muscle must not matter
+    np.testing.assert_array_equal(est.predict(test).excitations["m1"], est.predict(changed).excitations["m1"])
+
+
+def test_predict_before_fit_and_missing_state(tmp_path):
+    with pytest.raises(EstimatorError, match="before fit"):
+        MSEEstimator().predict(synthetic_trials(n_trials=1)[0])
+    with pytest.raises(EstimatorError, match="mse.json"):
+        MSEEstimator.load(tmp_path)

@@ -1,0 +1,133 @@
+"""Physics core: curves, activation dynamics, force, moment sum, bounds, trial loading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from musculo.errors import InputDataError
+from musculo.physics.calibration import calibrate
+from musculo.physics.data import load_trial, load_trial_dir
+from musculo.physics.muscle import (
+    DTYPE,
+    MuscleModel,
+    PhysicsBounds,
+    active_force_length,
+    force_velocity,
+    model_for,
+    passive_force_length,
+    trial_tensors,
+)
+from musculo.physics.synthetic import synthetic_trials, write_trial_dir
+
+
+def t(x):
+    return torch.as_tensor(np.asarray(x, dtype=float), dtype=DTYPE)
+
+
+def test_force_length_velocity_curves():
+    lengths = t(np.linspace(0.4, 1.8, 141))
+    fl = active_force_length(lengths).numpy()
+    assert abs(lengths[np.argmax(fl)].item() - 1.0) < 0.05
+    assert fl.max() == pytest.approx(1.0, abs=0.02)
+    assert fl[0] < 0.1 and fl[-1] < 0.25
+    fp = passive_force_length(lengths).numpy()
+    assert np.all(fp[lengths.numpy() <= 1.0] == 0.0)
+    assert passive_force_length(t(1.6)).item() == pytest.approx(1.0, abs=1e-9)
+    assert np.all(np.diff(fp) >= 0)
+    assert force_velocity(t(0.0)).item() == pytest.approx(1.0, abs=0.01)
+    assert force_velocity(t(-1.0)).item() == pytest.approx(0.0, abs=0.02)
+    assert 1.3 < force_velocity(t(1.0)).item() < 1.9
+    assert np.all(np.diff(force_velocity(t(np.linspace(-1, 1, 50))).numpy()) > 0)
+
+
+def test_moment_is_sum_of_arm_times_force():
+    rng = np.random.default_rng(1)
+    arms = rng.normal(0, 0.05, (2, 7, 4, 3))
+    force = rng.uniform(0, 1000, (2, 7, 4))
+    expected = np.zeros((2, 7, 3))
+    for m in range(4):
+        expected += arms[:, :, m, :] * force[:, :, m, None]
+    np.testing.assert_allclose(MuscleModel.moments(t(force), t(arms)).numpy(), expected, rtol=1e-12)
+
+
+def test_activation_time_constants_and_force():
+    trial = synthetic_trials(n_trials=1, n_frames=200, rate=1000.0)[0]
+    model = model_for(trial, physics={"tau_act": 0.02})
+    step = torch.zeros((1, 200, 6), dtype=DTYPE)
+    step[:, 1:100] = 1.0
+    act = model.activation(step, 0.001)[0, :, 0].detach().numpy()
+    # After one activation time constant (20 ms) a step reaches 1 - 1/e; deactivation is 4x slower.
+    assert act[21] == pytest.approx(1 - np.exp(-1), abs=0.02)
+    drop = act[99] - act[99 + 80]
+    assert drop / act[99] == pytest.approx(1 - np.exp(-1), abs=0.03)
+    # Isometric at optimal fibre length, full activation: force = Fmax * cos(pennation).
+    p = trial.params
+    length = p.optimal_fiber_length * np.cos(p.pennation_angle) + p.tendon_slack_length
+    ones, still = t(np.ones((1, 1, 6))), t(np.zeros((1, 1, 6)))
+    f = model.force(ones, t(length[None, None]), still)[0, 0].detach().numpy()
+    np.testing.assert_allclose(f, p.max_isometric_force * np.cos(p.pennation_angle), rtol=0.03)
+    # Strength scale multiplies force.
+    model.strength_scale.set(np.full(6, 1.5))
+    f2 = model.force(ones, t(length[None, None]), still)[0, 0].detach().numpy()
+    np.testing.assert_allclose(f2, 1.5 * f, rtol=1e-9)
+
+
+def test_bounded_parameters_stay_in_bounds_under_optimisation():
+    trial = synthetic_trials(n_trials=1)[0]
+    bounds = PhysicsBounds(strength_scale=(0.8, 1.2))
+    model = MuscleModel(trial.params, trial.muscles, bounds=bounds)
+    tt = trial_tensors(trial)
+    opt = torch.optim.Adam([model.strength_scale.raw], lr=1.0)
+    for _ in range(30):
+        opt.zero_grad()
+        out = model(tt.excitation, tt.mtu_length, tt.mtu_velocity, tt.moment_arm, tt.dt)
+        (-out.moments.abs().sum()).backward()  # pushes strength upwards without limit
+        opt.step()
+    s = model.strength_scale.value.detach().numpy()
+    assert np.all(s <= 1.2) and np.all(s >= 0.8) and s.max() > 1.15
+    values = model.to_dict()
+    other = MuscleModel(trial.params, trial.muscles, bounds=bounds)
+    other.load_dict(json.loads(json.dumps(values)))
+    np.testing.assert_allclose(other.strength_scale.value.detach().numpy(), s, rtol=1e-6)
+
+
+def test_delay_shifts_excitation():
+    trial = synthetic_trials(n_trials=1, n_frames=50)[0]
+    model = model_for(trial, physics={"use_delay": True, "delay": 0.05, "tau_act": 0.0075})
+    u = torch.zeros((1, 50, 6), dtype=DTYPE)
+    u[:, 20:] = 1.0
+    act = model.activation(u, 0.01)[0, :, 0].detach().numpy()
+    assert act[24] < 1e-3 < act[26]
+
+
+def test_load_trial_round_trip(tmp_path):
+    trial = synthetic_trials(n_trials=1)[0]
+    d = write_trial_dir(trial, tmp_path / "walk1")
+    back = load_trial_dir(d, with_so=True)
+    assert back.name == "walk1" and back.coordinates == trial.coordinates and back.muscles == trial.muscles
+    np.testing.assert_allclose(back.id_moment, trial.id_moment, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(back.measured, trial.measured)
+    np.testing.assert_allclose(back.excitation, trial.excitation, atol=1e-7)
+    np.testing.assert_allclose(back.so_activation, trial.so_activation, atol=1e-7)
+    np.testing.assert_allclose(back.moment_arm, trial.moment_arm)
+    only_knee = load_trial(muscle_analysis=d / "muscle_analysis.npz", inverse_dynamics=d / "id.sto",
+                           coordinates=["knee"])
+    assert only_knee.moment_arm.shape[2] == 1 and not only_knee.measured.any()
+    with pytest.raises(InputDataError, match="ankle"):
+        load_trial(muscle_analysis=d / "muscle_analysis.npz", inverse_dynamics=d / "id.sto",
+                   coordinates=["ankle"])
+
+
+def test_calibration_recovers_strength():
+    trials = synthetic_trials(n_trials=2, n_unmeasured=0, seed=3)
+    weak = [t.__class__(**{**t.__dict__, "id_moment": t.id_moment * 1.3}) for t in trials]
+    rec = calibrate(trials=weak, physics={"calibrate": ["strength_scale"], "calibration_max_iter": 60},
+                    mse={"n_synergies": 2})
+    strength = np.array(list(rec["parameters"]["strength_scale"].values()))
+    # Moments 1.3x larger than the nominal model: the fitted strength rises by about that factor.
+    assert np.median(strength) == pytest.approx(1.3, abs=0.1)
+    json.dumps(rec)
