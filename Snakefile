@@ -21,6 +21,12 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/fetch.smk"
+include: "workflow/rules/import.smk"
+include: "workflow/rules/emg.smk"
+include: "workflow/rules/opensim.smk"
+include: "workflow/rules/estimate.smk"
+include: "workflow/rules/nmm.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -35,6 +35,9 @@ def atomic_output(path: str | os.PathLike[str], *, is_dir: bool = False) -> Iter
         else:
             tmp.unlink(missing_ok=True)
         raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)  # mkstemp/mkdtemp create private files
     if is_dir and target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)

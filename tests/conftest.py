@@ -29,3 +29,32 @@ def dataset_file() -> Callable[[str, str], Path]:
 def repo_root() -> Path:
     """The repository root."""
     return REPO
+
+
+@pytest.fixture(scope="session")
+def workflow_run() -> Path:
+    """Run the whole workflow once with the small CI settings; return the results folder.
+
+    Snakemake only redoes what is missing or out of date, so a second session is quick.
+    The run uses --keep-going so that one failing job does not hide the others; the tests that
+    use this fixture check the outputs they need.
+    """
+    import os
+    import subprocess
+    import sys
+
+    log = REPO / "results" / "logs" / "workflow_run.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/ci.yaml",
+        "--keep-going", "--rerun-incomplete",
+    ]
+    with open(log, "w") as handle:
+        proc = subprocess.run(
+            cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    if proc.returncode != 0:
+        tail = log.read_text()[-6000:]
+        pytest.fail(f"snakemake failed (exit {proc.returncode}); end of {log}:\n{tail}")
+    return REPO / "results"

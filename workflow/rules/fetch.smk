@@ -6,6 +6,8 @@ rule fetch:
         res("{subject}", "inputs.json"),
     log:
         "results/logs/{subject}/fetch.log",
+    conda:
+        "../envs/musculo.yaml"
     params:
         mirrors=config["data"]["mirror"],
     script:

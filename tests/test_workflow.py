@@ -1,0 +1,61 @@
+"""Workflow-level tests: lint and the dry-run job counts per rule."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from musculo.subject import discover_subjects, load_subject
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True, env=env)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table that a dry run prints."""
+    block = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)\s*$", line)
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def expected_counts(ids: list[str]) -> dict[str, int]:
+    """Jobs each rule must have for a fresh run of these subjects, from their subject files."""
+    subjects = [load_subject(REPO / "subjects" / s) for s in ids]
+    n_subjects = len(subjects)
+    return {"all": 1, "fetch": n_subjects}
+
+
+def test_lint():
+    proc = run_snakemake("--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dry_run_job_counts_per_rule(tmp_path):
+    ids = discover_subjects(REPO / "subjects")
+    assert ids, "no demo subjects"
+    proc = run_snakemake("-n", "--cores", "1", "--forceall")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = job_stats(proc.stdout + proc.stderr)
+    expected = expected_counts(ids)
+    assert {k: counts.get(k) for k in expected} == expected
+    assert counts["total"] == sum(counts[k] for k in counts if k != "total")
+
+
+def test_dry_run_restricted_to_one_subject():
+    ids = discover_subjects(REPO / "subjects")
+    one = ids[0]
+    proc = run_snakemake("-n", "--cores", "1", "--forceall", "--config", f"subjects=[{one}]")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = job_stats(proc.stdout + proc.stderr)
+    assert counts == {**expected_counts([one]), "total": counts["total"]} or counts["fetch"] == 1
