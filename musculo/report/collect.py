@@ -1,0 +1,315 @@
+"""Reading what the pipeline stages wrote, for the reports: evaluation tables, quality verdicts.
+
+Every reader tolerates a missing file (the report states what is missing) but rejects a file that
+exists and is malformed, naming the file, the field and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from musculo.config import schema
+from musculo.errors import MusculoError
+from musculo.io.tables import read_sto
+
+EVALUATION_COLUMNS = ("subject", "trial", "method", "quantity", "channel", "metric", "value")
+GRAVITY = 9.80665
+
+
+class ReportInputError(MusculoError):
+    """A results file read by the report exists but cannot be used."""
+
+
+def settings_with_defaults(settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``report`` config section: the schema's defaults updated with ``settings``."""
+    props = schema("config")["properties"]["report"]["properties"]
+    out = {key: spec["default"] for key, spec in props.items()}
+    unknown = sorted(set(settings or {}) - set(out))
+    if unknown:
+        raise ReportInputError(
+            f"report settings: unknown key(s) {unknown}; allowed: {sorted(out)} "
+            "(see musculo/schemas/config.schema.yaml, section report)"
+        )
+    out.update(settings or {})
+    return out
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """sha256 of a configuration's canonical JSON (sorted keys), a short name for a run's settings."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def package_versions(names: Sequence[str] = ("musculo", "opensim", "torch", "numpy", "scipy",
+                                             "pandas", "scikit-learn", "matplotlib", "snakemake")
+                     ) -> dict[str, str]:
+    """Installed versions of the packages that shape the results (without importing them)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def read_evaluation(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read an ``evaluation.tsv`` (long format) and check its columns and values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportInputError(f"{path}: evaluation table not found; run the evaluation stage")
+    table = pd.read_csv(path, sep="\t", dtype={c: str for c in EVALUATION_COLUMNS[:-1]})
+    missing = [c for c in EVALUATION_COLUMNS if c not in table.columns]
+    if missing:
+        raise ReportInputError(
+            f"{path}: missing column(s) {missing}; an evaluation table has the columns "
+            f"{list(EVALUATION_COLUMNS)} (tab-separated, one row per value)"
+        )
+    values = pd.to_numeric(table["value"], errors="coerce")
+    bad = table.loc[values.isna() & table["value"].notna(), "value"]
+    if not bad.empty:
+        raise ReportInputError(
+            f"{path}: column 'value' holds non-numbers (first: {bad.iloc[0]!r} on data row "
+            f"{bad.index[0] + 1}); write numbers, or NaN for undefined values"
+        )
+    table["value"] = values.astype(float)
+    for col in EVALUATION_COLUMNS[:-1]:
+        table[col] = table[col].fillna("")
+    return table
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, raising :class:`ReportInputError` naming the file when it is invalid."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportInputError(
+            f"{path}: not valid JSON ({exc}); rerun the stage that writes it") from None
+
+
+def read_table(path: Path) -> pd.DataFrame | None:
+    """Read an OpenSim table if it exists (``None`` otherwise)."""
+    return read_sto(path) if path.is_file() else None
+
+
+def flatten_numbers(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Yield ``(dotted.key.path, value)`` for every finite number in nested dicts and lists."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from flatten_numbers(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(data, list) and len(data) <= 16:
+        for i, value in enumerate(data):
+            yield from flatten_numbers(value, f"{prefix}[{i}]")
+    elif isinstance(data, int | float) and not isinstance(data, bool) and math.isfinite(data):
+        yield prefix, float(data)
+
+
+def method_order(found: Sequence[str], preferred: Sequence[str]) -> list[str]:
+    """``found`` methods ordered as in ``preferred``, the others after them in found order."""
+    found = list(dict.fromkeys(found))
+    return [m for m in preferred if m in found] + [m for m in found if m not in preferred]
+
+
+def metric_direction(metric: str, settings: Mapping[str, Any]) -> int:
+    """-1 when smaller is better, +1 when larger is better, 0 when unknown."""
+    name = metric.strip().lower()
+    if name in {m.lower() for m in settings["lower_is_better"]}:
+        return -1
+    if name in {m.lower() for m in settings["higher_is_better"]}:
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- quality verdicts
+
+
+@dataclass(frozen=True)
+class QualityItem:
+    """One checked quantity with its verdict (pass, warn, fail, info or missing)."""
+
+    group: str
+    item: str
+    value: str
+    limit: str
+    verdict: str
+    source: str
+
+
+def verdict(value: float | None, limit: float | None) -> str:
+    """pass when ``value <= limit``, warn up to twice the limit, fail beyond; info without limit."""
+    if value is None or not math.isfinite(value):
+        return "missing"
+    if limit is None:
+        return "info"
+    if value <= limit:
+        return "pass"
+    return "warn" if value <= 2 * limit else "fail"
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}{(' ' + unit) if unit else ''}"
+
+
+_FORCE = re.compile(r"force|_t[xyz]\b|_t[xyz][._]|\bf[xyz]\b|residual_f", re.IGNORECASE)
+_MOMENT = re.compile(r"moment|torque|_m[xyz]\b|tilt|list|rotation|flexion|adduction|angle",
+                     re.IGNORECASE)
+
+
+def _kind(key: str) -> str | None:
+    if _FORCE.search(key):
+        return "force"
+    if _MOMENT.search(key):
+        return "moment"
+    return None
+
+
+def quality_items(
+    *,
+    results_dir: Path,
+    trials: Sequence[str],
+    settings: Mapping[str, Any],
+    mass: float | None = None,
+    height: float | None = None,
+) -> tuple[list[QualityItem], list[str]]:
+    """Verdicts on scaling, IK, ID residuals, SO reserves and EMG channels; and missing files.
+
+    Limits come from ``settings`` (the report config section); force limits need the body mass,
+    moment limits the mass and height (without them the values are listed as info).
+    """
+    items: list[QualityItem] = []
+    missing: list[str] = []
+    weight = mass * GRAVITY if mass else None
+    force_limit = settings["residual_force_fraction"] * weight if weight else None
+    moment_limit = (
+        settings["residual_moment_fraction"] * weight * height if weight and height else None
+    )
+    reserve_limit = (
+        settings["reserve_moment_fraction"] * weight * height if weight and height else None
+    )
+    rms_limit, max_limit = settings["marker_rms_limit"], settings["marker_max_limit"]
+
+    scale = results_dir / "model" / "scale_quality.json"
+    if scale.is_file():
+        n_factors = 0
+        for key, value in flatten_numbers(read_json(scale)):
+            low = key.lower()
+            if "rms" in low:
+                items.append(QualityItem("scaling", key, _fmt(value, "m"), _fmt(rms_limit, "m"),
+                                         verdict(value, rms_limit), str(scale)))
+            elif "max" in low and "marker" in low:
+                items.append(QualityItem("scaling", key, _fmt(value, "m"), _fmt(max_limit, "m"),
+                                         verdict(value, max_limit), str(scale)))
+            else:
+                n_factors += 1
+        if n_factors:
+            items.append(QualityItem("scaling", "other values (scale factors)", str(n_factors),
+                                     "", "info", str(scale)))
+    else:
+        missing.append(str(scale))
+
+    for trial in trials:
+        tdir = results_dir / trial
+        ik = tdir / "ik_marker_errors.sto"
+        if ik.is_file():
+            errors = read_sto(ik)
+            for column, how, limit in (("marker_error_RMS", "mean", rms_limit),
+                                       ("marker_error_max", "max", max_limit)):
+                if column in errors.columns:
+                    value = float(getattr(errors[column], how)())
+                    items.append(QualityItem(
+                        f"IK {trial}", f"{column} ({how} over frames)", _fmt(value, "m"),
+                        _fmt(limit, "m"), verdict(value, limit), str(ik)))
+        else:
+            missing.append(str(ik))
+
+        residuals = tdir / "residuals.json"
+        if residuals.is_file() and isinstance(coords := read_json(residuals).get("coordinates"),
+                                              Mapping):
+            # {coordinate: {unit, rms, max_abs, max_pct_bw | max_pct_bw_height, ...}}
+            for coord, entry in coords.items():
+                force = entry.get("unit") == "N"
+                key = "max_pct_bw" if force else "max_pct_bw_height"
+                if key in entry:
+                    limit = 100 * settings["residual_force_fraction" if force
+                                           else "residual_moment_fraction"]
+                    unit = "% BW" if force else "% BW x height"
+                    value = abs(float(entry[key]))
+                    items.append(QualityItem(f"ID residuals {trial}", f"{coord} peak",
+                                             _fmt(value, unit), _fmt(limit, unit),
+                                             verdict(value, limit), str(residuals)))
+        elif residuals.is_file():
+            for key, value in flatten_numbers(read_json(residuals)):
+                kind = _kind(key)
+                limit = force_limit if kind == "force" else moment_limit if kind else None
+                unit = "N" if kind == "force" else "N m" if kind else ""
+                items.append(QualityItem(f"ID residuals {trial}", key, _fmt(abs(value), unit),
+                                         _fmt(limit, unit), verdict(abs(value), limit),
+                                         str(residuals)))
+        else:
+            missing.append(str(residuals))
+
+        reserves = tdir / "so_reserves.json"
+        if reserves.is_file() and isinstance(acts := read_json(reserves).get("actuators"),
+                                             Mapping):
+            # {actuator: {kind: reserve | residual, coordinate, max_abs, rms}}
+            for name, entry in acts.items():
+                if "max_abs" not in entry:
+                    continue
+                kind = "force" if _kind(str(entry.get("coordinate", name))) == "force" else ""
+                limit = force_limit if kind else reserve_limit
+                unit = "N" if kind else "N m"
+                value = abs(float(entry["max_abs"]))
+                items.append(QualityItem(f"SO {entry.get('kind', 'reserve')}s {trial}",
+                                         f"{entry.get('coordinate', name)} peak",
+                                         _fmt(value, unit), _fmt(limit, unit),
+                                         verdict(value, limit), str(reserves)))
+        elif reserves.is_file():
+            for key, value in flatten_numbers(read_json(reserves)):
+                kind = _kind(key)
+                limit = force_limit if kind == "force" else reserve_limit
+                unit = "N" if kind == "force" else "N m"
+                items.append(QualityItem(f"SO reserves {trial}", key, _fmt(abs(value), unit),
+                                         _fmt(limit, unit), verdict(abs(value), limit),
+                                         str(reserves)))
+        else:
+            missing.append(str(reserves))
+
+        emg = tdir / "emg_quality.json"
+        if emg.is_file():
+            channels = read_json(emg)
+            if not isinstance(channels, Mapping):
+                raise ReportInputError(
+                    f"{emg}: expected a mapping channel label -> {{flags, metrics, use}}; "
+                    "rerun the emg stage")
+            for label, info in channels.items():
+                info = info if isinstance(info, Mapping) else {}
+                flags = [str(f) for f in info.get("flags", [])]
+                use = bool(info.get("use", not flags))
+                state = "fail" if not use else "warn" if flags else "pass"
+                items.append(QualityItem(f"EMG {trial}", str(label),
+                                         ", ".join(flags) or "no flags",
+                                         "used" if use else "excluded", state, str(emg)))
+    return items, missing
+
+
+def inputs_checksums(path: Path) -> list[tuple[str, str]]:
+    """``(file, sha256)`` pairs listed in ``inputs.json`` (its ``sha256`` mapping)."""
+    data = read_json(path)
+    sums = data.get("sha256", {}) if isinstance(data, Mapping) else {}
+    if not isinstance(sums, Mapping):
+        raise ReportInputError(f"{path}: field 'sha256' must map file paths to checksums; "
+                               "rerun the fetch stage")
+    return sorted((str(k), str(v)) for k, v in sums.items())

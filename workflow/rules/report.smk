@@ -1,0 +1,54 @@
+from musculo.report.collect import config_sha256
+
+
+rule report:
+    """Per-subject validation report: one self-contained HTML file with embedded figures."""
+    input:
+        evaluation=res("{subject}", "evaluation.tsv"),
+        quality=res("{subject}", "quality.tsv"),
+        subject="subjects/{subject}/subject.yaml",
+    output:
+        html=res("{subject}", "report.html"),
+        figures=report(
+            directory(res("{subject}", "report_figures")),
+            patterns=["{name}.png"],
+            caption="../report/subject_figure.rst",
+            category="Subjects",
+            subcategory="{subject}",
+            labels={"subject": "{subject}", "figure": "{name}"},
+        ),
+    log:
+        "results/logs/{subject}/report/report.log",
+    conda:
+        "../envs/musculo.yaml"
+    params:
+        subject="{subject}",
+        results_dir=lambda wildcards: res(wildcards.subject),
+        config_hash=config_sha256(config),
+        settings=config["report"],
+    script:
+        "../scripts/report_subject.py"
+
+
+rule summary:
+    """Cohort summary: headline metrics per subject and method (TSV, HTML and a figure)."""
+    input:
+        evaluations=expand(res("{subject}", "evaluation.tsv"), subject=SUBJECTS),
+        reports=expand(res("{subject}", "report.html"), subject=SUBJECTS),
+    output:
+        tsv="results/summary.tsv",
+        html="results/summary.html",
+        figure=report(
+            "results/summary.png",
+            caption="../report/summary.rst",
+            category="Cohort",
+            labels={"figure": "headline metrics"},
+        ),
+    log:
+        "results/logs/summary/summary.log",
+    conda:
+        "../envs/musculo.yaml"
+    params:
+        settings=config["report"],
+    script:
+        "../scripts/report_summary.py"
