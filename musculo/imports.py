@@ -1,0 +1,565 @@
+"""Import of a raw trial into OpenSim inputs.
+
+A trial is either a C3D file (markers, force plates, analog EMG) or a TRC marker file with a GRF
+``.mot`` and an ASCII ``.anc`` analog file. The import writes, in the trial's results folder:
+``markers.trc`` (OpenSim frame: X forward, Y up; mm), and for dynamic and MVC trials ``grf.mot``
+(force on the body per foot, N; centre of pressure, m; free moment, N m; low-pass filtered),
+``external_loads.xml`` (OpenSim ExternalLoads reading ``grf.mot``), ``events.json`` (foot strikes and
+foot offs, s) and ``emg_raw.npz`` (the subject's EMG channels, raw volts).
+
+Everything is computed before anything is written, and each file is written atomically, so a bad
+input leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import interpolate, signal
+
+from musculo import logger
+from musculo.errors import InputDataError
+from musculo.io.anc import read_anc
+from musculo.io.c3d import clean_labels, read_c3d
+from musculo.io.tables import read_sto, write_sto
+from musculo.io.trc import read_trc, write_trc
+from musculo.io_utils import atomic_output
+from musculo.subject import Subject, load_subject
+
+FEET = ("right", "left")
+_SUFFIX = {"right": "r", "left": "l"}
+_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0}
+
+
+class MissingMarkerError(InputDataError):
+    """A marker the subject file requires is not in the trial."""
+
+
+class MissingChannelError(InputDataError):
+    """An EMG channel of the subject file is not among the trial's analog channels."""
+
+
+class UnloadedPlateError(InputDataError):
+    """A force plate assigned to a foot is never loaded in the trial."""
+
+
+@dataclass
+class Plate:
+    """One plate's ground reaction in OpenSim's frame, at ``rate`` Hz."""
+
+    number: int
+    force: np.ndarray  # (N, 3) N, force on the body
+    cop: np.ndarray  # (N, 3) m
+    moment: np.ndarray  # (N, 3) N m, free moment about the centre of pressure
+    corners: np.ndarray | None = None  # (4, 3) m
+    contacts: list[tuple[int, int]] = field(default_factory=list)  # loaded sample ranges [a, b)
+
+
+@dataclass
+class RawTrial:
+    """A trial read from its raw files, in lab coordinates."""
+
+    time: np.ndarray
+    labels: list[str]
+    markers: np.ndarray  # (T, M, 3) mm
+    rate: float
+    plates: list[Plate]
+    grf_time: np.ndarray | None
+    emg_labels: list[str]
+    emg: np.ndarray | None  # (N, C) V
+    emg_rate: float
+    emg_t0: float
+    events: list[tuple[str, str, float]]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous True runs of ``mask`` as [start, stop) index pairs."""
+    padded = np.concatenate([[False], mask.astype(bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(int)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def fill_marker_gaps(
+    *, time: np.ndarray, labels: list[str], data: np.ndarray, max_gap: float
+) -> tuple[np.ndarray, dict[str, list[list[float]]]]:
+    """Fill marker gaps no longer than ``max_gap`` s with a cubic spline; report the longer ones.
+
+    Returns the filled (T, M, 3) array (long gaps, and gaps at the start or end, stay NaN) and,
+    per marker with unfilled samples, its unfilled spans as [start, end] times.
+    """
+    out = np.array(data, dtype=float, copy=True)
+    dt = float(np.median(np.diff(time))) if len(time) > 1 else 1.0
+    long_gaps: dict[str, list[list[float]]] = {}
+    for j, name in enumerate(labels):
+        missing = np.isnan(out[:, j, :]).any(axis=1)
+        if not missing.any():
+            continue
+        valid = ~missing
+        spline = interpolate.CubicSpline(time[valid], out[valid, j, :], axis=0) if valid.sum() >= 4 else None
+        for a, b in _runs(missing):
+            inside = a > 0 and b < len(time)
+            if spline is not None and inside and (b - a) * dt <= max_gap + 1e-9:
+                out[a:b, j, :] = spline(time[a:b])
+            else:
+                long_gaps.setdefault(name, []).append([float(time[a]), float(time[b - 1])])
+    return out, long_gaps
+
+
+def _lowpass(x: np.ndarray, *, rate: float, cutoff: float, order: int) -> np.ndarray:
+    """Zero-phase Butterworth low-pass along axis 0 (no-op when too short or cut-off too high)."""
+    if cutoff >= 0.5 * rate:
+        return x
+    sos = signal.butter(order, cutoff, btype="low", fs=rate, output="sos")
+    padlen = 3 * (2 * len(sos) + 1)
+    if x.shape[0] <= padlen:
+        return x
+    return signal.sosfiltfilt(sos, x, axis=0)
+
+
+def condition_plate(
+    plate: Plate, *, rate: float, threshold: float, cutoff: float, order: int, min_contact: float
+) -> Plate:
+    """Threshold, filter and tidy one plate (in OpenSim's frame, Y up).
+
+    Contact is where the raw vertical force exceeds ``threshold`` for at least ``min_contact`` s.
+    Force and free moment are low-pass filtered and zeroed outside contact; the centre of pressure,
+    undefined outside contact, is filtered within each contact and held at its nearest contact value
+    elsewhere (its value does not matter there: the force is zero).
+    """
+    fy = np.nan_to_num(plate.force[:, 1])
+    loaded = fy > threshold
+    runs = [(a, b) for a, b in _runs(loaded) if (b - a) / rate >= min_contact]
+    mask = np.zeros(len(fy), bool)
+    for a, b in runs:
+        mask[a:b] = True
+    force = _lowpass(np.nan_to_num(plate.force), rate=rate, cutoff=cutoff, order=order)
+    moment = _lowpass(np.nan_to_num(plate.moment), rate=rate, cutoff=cutoff, order=order)
+    force[~mask] = 0.0
+    moment[~mask] = 0.0
+    cop = np.full_like(plate.cop, np.nan)
+    for a, b in runs:
+        seg = plate.cop[a:b].copy()
+        bad = np.isnan(seg).any(axis=1)
+        if bad.all():
+            continue
+        if bad.any():
+            idx = np.arange(b - a)
+            for k in range(3):
+                seg[bad, k] = np.interp(idx[bad], idx[~bad], seg[~bad, k])
+        cop[a:b] = _lowpass(seg, rate=rate, cutoff=cutoff, order=order)
+    if runs:
+        known = ~np.isnan(cop).any(axis=1)
+        idx = np.arange(len(cop))
+        nearest = np.interp(idx, idx[known], idx[known]).round().astype(int) if known.any() else idx
+        cop = np.where(known[:, None], cop, cop[nearest] if known.any() else 0.0)
+    cop = np.nan_to_num(cop)
+    return Plate(
+        number=plate.number, force=force, cop=cop, moment=moment, corners=plate.corners, contacts=runs
+    )
+
+
+def _read_raw(subject: Subject, trial: dict[str, Any], name: str) -> RawTrial:
+    """Read a trial's raw files (C3D, or TRC + GRF .mot + ANC) in lab coordinates."""
+    path = Path(trial["file"])
+    events: list[tuple[str, str, float]] = []
+    emg_labels: list[str] = []
+    emg = None
+    emg_rate = 0.0
+    emg_t0 = 0.0
+    plates: list[Plate] = []
+    grf_time = None
+    if path.suffix.lower() == ".c3d":
+        c3d = read_c3d(path)
+        time, labels, markers, rate = c3d.time, c3d.marker_labels, c3d.markers, c3d.marker_rate
+        events = c3d.events
+        grf_time = c3d.analog_time
+        for p in c3d.plates:
+            plates.append(
+                Plate(number=p.number, force=p.force, cop=p.cop, moment=p.free_moment, corners=p.corners)
+            )
+        emg_labels, emg, emg_rate, emg_t0 = c3d.analog_labels, c3d.analog, c3d.analog_rate, c3d.analog_time[0]
+        units = c3d.analog_units
+        if emg is not None and len(units) == emg.shape[1]:
+            scale = np.array(
+                [1e-3 if u.lower() == "mv" else 1e-6 if u.lower() in ("uv", "µv") else 1.0 for u in units]
+            )
+            emg = emg * scale
+    else:
+        trc = read_trc(path)
+        units = trc.units.strip().lower()
+        if units not in _TO_MM:
+            raise InputDataError(f"{path}: TRC Units is {trc.units!r}; expected mm, cm or m")
+        time, labels, markers, rate = trc.time, clean_labels(trc.labels), trc.data * _TO_MM[units], trc.rate
+        markers = np.where(np.all(markers == 0.0, axis=2, keepdims=True), np.nan, markers)
+        if trial.get("grf"):
+            grf_time, plates = _read_grf_mot(Path(trial["grf"]))
+        if trial.get("analog"):
+            anc = read_anc(trial["analog"])
+            emg_labels, emg, emg_rate, emg_t0 = (
+                clean_labels(anc.labels, drop_prefix=False),
+                anc.data,
+                anc.rate,
+                float(anc.time[0]),
+            )
+    return RawTrial(
+        time=np.asarray(time, float),
+        labels=list(labels),
+        markers=markers,
+        rate=float(rate),
+        plates=plates,
+        grf_time=grf_time,
+        emg_labels=emg_labels,
+        emg=emg,
+        emg_rate=emg_rate,
+        emg_t0=float(emg_t0),
+        events=events,
+    )
+
+
+def _read_grf_mot(path: Path) -> tuple[np.ndarray, list[Plate]]:
+    """Read an OpenSim GRF .mot: one plate per force column group ``<prefix>vx vy vz``, in file order."""
+    df = read_sto(path)
+    cols = list(df.columns)
+    plates: list[Plate] = []
+    for c in cols:
+        if not c.endswith("vx"):
+            continue
+        prefix = c[:-1]  # e.g. ground_force_r_v, 1_ground_force_v
+        base = c[:-2]  # ground_force_r_
+        force_cols = [prefix + a for a in "xyz"]
+        point_cols = [base + "p" + a for a in "xyz"]
+        torque_base = base.replace("force", "torque")
+        torque_cols = [torque_base + a for a in "xyz"]
+        missing = [k for k in force_cols + point_cols + torque_cols if k not in cols]
+        if missing:
+            raise InputDataError(f"{path}: force columns {force_cols} lack their companions {missing}")
+        plates.append(
+            Plate(
+                number=len(plates) + 1,
+                force=df[force_cols].to_numpy(float),
+                cop=df[point_cols].to_numpy(float),
+                moment=df[torque_cols].to_numpy(float),
+            )
+        )
+    if not plates:
+        raise InputDataError(f"{path}: no force columns ending in vx/vy/vz; is this a GRF .mot file?")
+    return np.asarray(df.index, dtype=float), plates
+
+
+def _rotate(x: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    return x @ rot.T
+
+
+def _assign_contacts(
+    plates: list[Plate],
+    *,
+    subject: Subject,
+    time: np.ndarray,
+    labels: list[str],
+    markers: np.ndarray,
+    grf_time: np.ndarray,
+    source: Path,
+) -> list[tuple[Plate, int, int, str]]:
+    """Assign each contact (plate, [a, b)) to a foot, from the subject file or the nearest foot markers."""
+    fixed = subject.force_plates
+    out: list[tuple[Plate, int, int, str]] = []
+    for plate in plates:
+        if isinstance(fixed, dict):
+            foot = fixed.get(plate.number, "none")
+            if foot == "none":
+                continue
+            if not plate.contacts:
+                raise UnloadedPlateError(
+                    f"{source}: force plate {plate.number} is assigned to the {foot} foot in "
+                    f"{subject.path} (force_plates) but is never loaded above the force threshold; "
+                    f"set force_plates: {{'{plate.number}': none}} for this subject or check the plate "
+                    "channels"
+                )
+            out += [(plate, a, b, foot) for a, b in plate.contacts]
+            continue
+        if not plate.contacts:
+            logger.warning("%s: force plate %d is never loaded; left out", source.name, plate.number)
+            continue
+        for a, b in plate.contacts:
+            mid = 0.5 * (grf_time[a] + grf_time[b - 1])
+            k = int(np.clip(np.searchsorted(time, mid), 0, len(time) - 1))
+            cop = plate.cop[a:b].mean(axis=0) * 1000.0
+            best, dist = "none", np.inf
+            for foot in FEET:
+                names = subject.raw.get("foot_markers", {}).get(foot, [])
+                idx = [labels.index(n) for n in names if n in labels]
+                pos = np.nanmean(markers[k, idx, :], axis=0) if idx else np.full(3, np.nan)
+                d = float(np.hypot(pos[0] - cop[0], pos[2] - cop[2]))
+                if np.isfinite(d) and d < dist:
+                    best, dist = foot, d
+            if best == "none":
+                raise MissingMarkerError(
+                    f"{source}: cannot assign force plate {plate.number} to a foot: no foot marker "
+                    f"(foot_markers in {subject.path}) is visible at t={mid:.3f} s"
+                )
+            out.append((plate, a, b, best))
+    return out
+
+
+def _feet_grf(
+    assigned: list[tuple[Plate, int, int, str]], n: int
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Sum the contacts of each foot: force, force-weighted centre of pressure, moment about it."""
+    feet = {}
+    for foot in FEET:
+        parts = [(p, a, b) for p, a, b, f in assigned if f == foot]
+        force = np.zeros((n, 3))
+        cop_num = np.zeros((n, 3))
+        weight = np.zeros(n)
+        for p, a, b in parts:
+            force[a:b] += p.force[a:b]
+            w = np.clip(p.force[a:b, 1], 0.0, None)
+            cop_num[a:b] += w[:, None] * p.cop[a:b]
+            weight[a:b] += w
+        cop = np.zeros((n, 3))
+        ok = weight > 0
+        cop[ok] = cop_num[ok] / weight[ok, None]
+        if ok.any():  # hold the centre of pressure outside contact (the force is zero there)
+            idx = np.arange(n)
+            nearest = np.interp(idx, idx[ok], idx[ok]).round().astype(int)
+            cop = np.where(ok[:, None], cop, cop[nearest])
+        moment = np.zeros((n, 3))
+        for p, a, b in parts:
+            lever = p.cop[a:b] - cop[a:b]
+            moment[a:b] += np.cross(lever, p.force[a:b]) + p.moment[a:b]
+        feet[foot] = (force, cop, moment)
+    return feet
+
+
+def _events(
+    feet: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    grf_time: np.ndarray,
+    c3d_events: list[tuple[str, str, float]],
+    *,
+    threshold: float,
+    tolerance: float = 0.05,
+) -> dict[str, dict[str, list[float]]]:
+    """Foot strikes and offs from the vertical force of each foot, merged with the C3D events."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for foot in FEET:
+        fy = feet[foot][0][:, 1]
+        strikes, offs = [], []
+        for a, b in _runs(fy > threshold):
+            if a > 0:
+                strikes.append(float(grf_time[a]))
+            if b < len(fy):
+                offs.append(float(grf_time[b - 1]))
+        for ctx, label, t in c3d_events:
+            if ctx.lower() != foot:
+                continue
+            kind = "strike" if "strike" in label.lower() else "off" if "off" in label.lower() else None
+            target = strikes if kind == "strike" else offs if kind == "off" else None
+            if target is not None and all(abs(t - x) > tolerance for x in target):
+                target.append(float(t))
+        out[foot] = {"strike": sorted(round(x, 5) for x in strikes), "off": sorted(round(x, 5) for x in offs)}
+    return out
+
+
+def external_loads_xml(path: str | os.PathLike[str], *, datafile: str = "grf.mot") -> Path:
+    """Write an OpenSim ExternalLoads XML (one ExternalForce per foot, in ground) reading ``datafile``."""
+    import opensim
+
+    loads = opensim.ExternalLoads()
+    loads.setName("ground_reactions")
+    loads.setDataFileName(datafile)
+    for foot in FEET:
+        s = _SUFFIX[foot]
+        ef = opensim.ExternalForce()
+        ef.setName(f"{foot}_foot")
+        ef.set_applied_to_body(f"calcn_{s}")
+        ef.set_force_expressed_in_body("ground")
+        ef.set_point_expressed_in_body("ground")
+        ef.set_force_identifier(f"ground_force_{s}_v")
+        ef.set_point_identifier(f"ground_force_{s}_p")
+        ef.set_torque_identifier(f"ground_torque_{s}_")
+        loads.cloneAndAppend(ef)
+    with atomic_output(path) as tmp:
+        loads.printToXML(str(tmp))
+    return Path(path)
+
+
+def import_trial(
+    *,
+    subject_file: str | os.PathLike[str],
+    inputs_json: str | os.PathLike[str],
+    trial: str,
+    out_dir: str | os.PathLike[str],
+    marker_gap_max: float = 0.1,
+    grf_cutoff: float = 6.0,
+    filter_order: int = 4,
+    force_threshold: float = 20.0,
+    min_contact: float = 0.05,
+    required_markers: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Import one trial of a subject into OpenSim inputs in ``out_dir`` (see the module docstring).
+
+    Static trials give ``markers.trc`` only. Returns a summary (files written, long marker gaps,
+    plate assignment, events). Raises :class:`InputDataError` subclasses for bad input, before any
+    file is written.
+    """
+    subject = load_subject(subject_file)
+    inputs = json.loads(Path(inputs_json).read_text())
+    if trial not in inputs["trials"]:
+        raise InputDataError(
+            f"{inputs_json}: trial {trial!r} is not listed; trials: {', '.join(inputs['trials'])}"
+        )
+    info = inputs["trials"][trial]
+    source = Path(info["file"])
+    rot = subject.lab_to_opensim()
+    raw = _read_raw(subject, info, trial)
+
+    # markers: required ones present, gaps filled, rotated
+    foot_names = [m for f in FEET for m in subject.raw.get("foot_markers", {}).get(f, [])]
+    needed = list(dict.fromkeys([*foot_names, *required_markers]))
+    absent = [m for m in needed if m not in raw.labels or np.isnan(raw.markers[:, raw.labels.index(m)]).all()]
+    if absent:
+        raise MissingMarkerError(
+            f"{source}: marker(s) {absent} required by {subject.path} (foot_markers) or the config "
+            f"(import.required_markers) are not in the file; markers present: {', '.join(raw.labels)}"
+        )
+    markers, long_gaps = fill_marker_gaps(
+        time=raw.time, labels=raw.labels, data=raw.markers, max_gap=marker_gap_max
+    )
+    for name, spans in long_gaps.items():
+        logger.warning(
+            "%s: marker %s missing over %s s (longer than %.3f s): left missing there",
+            source.name,
+            name,
+            spans,
+            marker_gap_max,
+        )
+    markers = _rotate(markers, rot)
+    time = raw.time
+    rng = info.get("time_range")
+
+    def crop(t: np.ndarray) -> np.ndarray:
+        return (t >= rng[0] - 1e-9) & (t <= rng[1] + 1e-9) if rng else np.ones(len(t), bool)
+
+    keep = crop(time)
+    summary: dict[str, Any] = {"trial": trial, "role": info["role"], "long_gaps": long_gaps}
+    outputs: dict[str, Any] = {}
+    out_dir = Path(out_dir)
+    if info["role"] != "static":
+        # ground reactions
+        if not raw.plates or raw.grf_time is None:
+            raise InputDataError(f"{source}: a {info['role']} trial needs force plates (or a grf file)")
+        grf_rate = 1.0 / float(np.median(np.diff(raw.grf_time)))
+        plates = []
+        for p in raw.plates:
+            rp = Plate(
+                number=p.number,
+                force=_rotate(p.force, rot),
+                cop=_rotate(p.cop, rot),
+                moment=_rotate(p.moment, rot),
+                corners=None if p.corners is None else _rotate(p.corners, rot),
+            )
+            plates.append(
+                condition_plate(
+                    rp,
+                    rate=grf_rate,
+                    threshold=force_threshold,
+                    cutoff=grf_cutoff,
+                    order=filter_order,
+                    min_contact=min_contact,
+                )
+            )
+        if not any(p.contacts for p in plates) and info["role"] == "dynamic":
+            raise UnloadedPlateError(
+                f"{source}: no force plate is loaded above {force_threshold} N in this dynamic trial; "
+                "check the plate channels or give the trial role 'static'"
+            )
+        assigned = _assign_contacts(
+            plates,
+            subject=subject,
+            time=time,
+            labels=raw.labels,
+            markers=markers,
+            grf_time=raw.grf_time,
+            source=source,
+        )
+        feet = _feet_grf(assigned, len(raw.grf_time))
+        gkeep = crop(raw.grf_time)
+        columns: dict[str, np.ndarray] = {}
+        for foot in FEET:
+            s = _SUFFIX[foot]
+            force, cop, moment = feet[foot]
+            for k, a in enumerate("xyz"):
+                columns[f"ground_force_{s}_v{a}"] = force[gkeep, k]
+            for k, a in enumerate("xyz"):
+                columns[f"ground_force_{s}_p{a}"] = cop[gkeep, k]
+            for k, a in enumerate("xyz"):
+                columns[f"ground_torque_{s}_{a}"] = moment[gkeep, k]
+        import pandas as pd
+
+        outputs["grf"] = pd.DataFrame(columns, index=raw.grf_time[gkeep])
+        events = _events(feet, raw.grf_time, raw.events, threshold=force_threshold)
+        if rng:
+            events = {
+                f: {k: [t for t in v if rng[0] <= t <= rng[1]] for k, v in e.items()}
+                for f, e in events.items()
+            }
+        outputs["events"] = events
+        summary["plates"] = [
+            {"plate": p.number, "foot": f, "start": float(raw.grf_time[a]), "end": float(raw.grf_time[b - 1])}
+            for p, a, b, f in assigned
+        ]
+        # EMG
+        channels = list(subject.emg_channels)
+        if channels:
+            if raw.emg is None:
+                raise MissingChannelError(
+                    f"{source}: {subject.path} lists EMG channels but the trial has no analog data "
+                    "(for TRC trials give an 'analog' file)"
+                )
+            absent = [c for c in channels if c not in raw.emg_labels]
+            if absent:
+                raise MissingChannelError(
+                    f"{source}: EMG channel(s) {absent} of {subject.path} (emg.channels) are not in the "
+                    f"file; its analog channels are: {', '.join(raw.emg_labels)}. Use these labels as "
+                    "cleaned at import (spaces and colons become '_')"
+                )
+            idx = [raw.emg_labels.index(c) for c in channels]
+            et = raw.emg_t0 + np.arange(raw.emg.shape[0]) / raw.emg_rate
+            ekeep = crop(et)
+            outputs["emg"] = dict(
+                labels=np.array(channels),
+                rate=np.array(raw.emg_rate),
+                t0=np.array(et[ekeep][0]),
+                data=raw.emg[np.ix_(ekeep, idx)],
+            )
+    # write everything (each atomically)
+    write_trc(
+        out_dir / "markers.trc",
+        time=time[keep],
+        labels=raw.labels,
+        data=markers[keep],
+        units="mm",
+        rate=raw.rate,
+    )
+    written = ["markers.trc"]
+    if "grf" in outputs:
+        write_sto(out_dir / "grf.mot", outputs["grf"], name="ground_reactions")
+        external_loads_xml(out_dir / "external_loads.xml", datafile="grf.mot")
+        with atomic_output(out_dir / "events.json") as tmp:
+            tmp.write_text(json.dumps(outputs["events"], indent=2) + "\n")
+        written += ["grf.mot", "external_loads.xml", "events.json"]
+        emg = outputs.get("emg") or dict(
+            labels=np.array([], dtype=str), rate=np.array(0.0), t0=np.array(0.0), data=np.zeros((0, 0))
+        )
+        with atomic_output(out_dir / "emg_raw.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **emg)
+        written.append("emg_raw.npz")
+        summary["events"] = outputs["events"]
+    summary["written"] = written
+    logger.info("%s/%s imported: %s", subject.id, trial, ", ".join(written))
+    return summary

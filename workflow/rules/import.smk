@@ -1,0 +1,67 @@
+import re
+
+
+def import_static_names():
+    """Regex of the static trial names (imported by import_static)."""
+    return "|".join(sorted({re.escape(static_trial(s)) for s in SUBJECTS})) or "NONE"
+
+
+def import_targets(s):
+    """Every import output of subject s."""
+    out = [res(s, static_trial(s), "markers.trc")]
+    for t in trials(s):
+        if t != static_trial(s):
+            out += [res(s, t, f) for f in ("markers.trc", "grf.mot", "external_loads.xml", "events.json", "emg_raw.npz")]
+    return out
+
+
+rule import_static:
+    """Import a static trial: markers in OpenSim's frame."""
+    input:
+        subject="subjects/{subject}/subject.yaml",
+        inputs=res("{subject}", "inputs.json"),
+    output:
+        markers="results/{subject}/{trial}/markers.trc",
+    log:
+        "results/logs/{subject}/import_static/{trial}.log",
+    wildcard_constraints:
+        trial=import_static_names(),
+    conda:
+        "../envs/musculo.yaml"
+    params:
+        marker_gap_max=config["import"]["marker_gap_max"],
+        grf_cutoff=config["import"]["grf_cutoff"],
+        filter_order=config["import"]["filter_order"],
+        force_threshold=config["import"]["force_threshold"],
+        min_contact=config["import"]["min_contact"],
+        required_markers=config["import"]["required_markers"],
+    script:
+        "../scripts/import_trial.py"
+
+
+rule import_trial:
+    """Import a dynamic or MVC trial: markers, ground reactions, external loads, events, raw EMG."""
+    input:
+        subject="subjects/{subject}/subject.yaml",
+        inputs=res("{subject}", "inputs.json"),
+    output:
+        markers="results/{subject}/{trial}/markers.trc",
+        grf="results/{subject}/{trial}/grf.mot",
+        loads="results/{subject}/{trial}/external_loads.xml",
+        events="results/{subject}/{trial}/events.json",
+        emg="results/{subject}/{trial}/emg_raw.npz",
+    log:
+        "results/logs/{subject}/import_trial/{trial}.log",
+    wildcard_constraints:
+        trial=f"(?!(?:{import_static_names()})/)[A-Za-z0-9_.-]+",
+    conda:
+        "../envs/musculo.yaml"
+    params:
+        marker_gap_max=config["import"]["marker_gap_max"],
+        grf_cutoff=config["import"]["grf_cutoff"],
+        filter_order=config["import"]["filter_order"],
+        force_threshold=config["import"]["force_threshold"],
+        min_contact=config["import"]["min_contact"],
+        required_markers=config["import"]["required_markers"],
+    script:
+        "../scripts/import_trial.py"
