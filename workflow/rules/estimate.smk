@@ -27,6 +27,8 @@ rule calibrate:
         mse=config["mse"],
         seed=config["seed"],
         n_trials=config["physics"]["calibration_trials"],
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/calibrate.py"
 
@@ -50,6 +52,8 @@ rule mse:
         mse=config["mse"],
         evaluation=config["evaluation"],
         seed=config["seed"],
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/evaluate_method.py"
 
@@ -71,6 +75,8 @@ rule so_eval:
         physics=config["physics"],
         evaluation=config["evaluation"],
         seed=config["seed"],
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/evaluate_method.py"
 
@@ -83,5 +89,7 @@ rule evaluate:
         evaluation="results/{subject}/evaluation.tsv",
     log:
         "results/logs/{subject}/evaluate/evaluate.log",
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/evaluate.py"

@@ -1,0 +1,59 @@
+"""End-to-end: the whole workflow over every demo subject with the small CI settings.
+
+The `workflow_run` fixture runs Snakemake once per session (config/ci.yaml); these tests check
+what a lab would look at: every subject imported and processed through OpenSim, evaluation rows of
+every applicable method, and a report whose tables match evaluation.tsv.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import REPO
+from test_report import assert_cells_match, assert_images_embedded, parse
+
+from musculo.subject import discover_subjects, load_subject
+
+SUBJECTS = discover_subjects(REPO / "subjects")
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("sid", SUBJECTS)
+def test_subject_processed_end_to_end(workflow_run, sid):
+    subject = load_subject(REPO / "subjects" / sid)
+    res = workflow_run / sid
+    assert (res / "model" / "scaled.osim").is_file()
+    for trial in subject.trial_names("dynamic"):
+        for name in ("markers.trc", "ik.mot", "id.sto", "so_activation.sto", "muscle_analysis.npz"):
+            assert (res / trial / name).stat().st_size > 0, f"{sid}/{trial}/{name}"
+    quality = pd.read_csv(res / "quality.tsv", sep="\t")
+    assert {"scale", "ik", "id", "so"} <= set(quality["stage"])
+    evaluation = pd.read_csv(res / "evaluation.tsv", sep="\t")
+    assert list(evaluation.columns) == [
+        "subject",
+        "trial",
+        "method",
+        "quantity",
+        "channel",
+        "metric",
+        "value",
+    ]
+    methods = set(evaluation["method"])
+    assert "so" in methods
+    if subject.emg_channels:
+        assert {"mse", "nmm"} <= methods
+        moments = evaluation[evaluation["quantity"] == "moment"]
+        assert {"mse", "nmm"} <= set(moments["method"])
+        if subject.hide:
+            lomo = evaluation[(evaluation["quantity"] == "excitation") & (evaluation["method"] == "mse")]
+            assert set(subject.hide) & set(lomo["channel"])
+    report = parse(res / "report.html")
+    assert_images_embedded(report.images, 2)
+    assert_cells_match(report.cells, evaluation)
+
+
+@pytest.mark.workflow
+def test_cohort_summary(workflow_run):
+    summary = pd.read_csv(workflow_run / "summary.tsv", sep="\t")
+    assert set(SUBJECTS) <= set(summary["subject"])
+    assert (workflow_run / "summary.html").stat().st_size > 0
