@@ -1,0 +1,1 @@
+"""Digital-twin subjects: a small OpenSim model, synthetic lab recordings and their ground truth."""
