@@ -27,6 +27,7 @@ include: "workflow/rules/opensim.smk"
 include: "workflow/rules/estimate.smk"
 include: "workflow/rules/nmm.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/twin.smk"
 
 
 rule all:

@@ -38,6 +38,16 @@ def emg_subjects():
     return [s for s in SUBJECTS if subject(s).emg_channels]
 
 
+def generated_inputs(s):
+    """Files a digital-twin subject's generator writes into its folder (none for lab subjects)."""
+    sub = subject(s)
+    if not sub.is_twin:
+        return []
+    refs = [sub.raw["model"], sub.raw["marker_set"]]
+    refs += [ref for t in sub.trials for ref in (t.file, t.grf, t.analog) if ref is not None]
+    return [str(Path("subjects", s, ref)) for ref in refs if isinstance(ref, str)]
+
+
 def res(s, *parts):
     """Path under results/<s>/."""
     return str(Path("results", s, *parts))

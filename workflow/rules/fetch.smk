@@ -2,6 +2,7 @@ rule fetch:
     """Resolve, fetch and checksum-verify every input file of a subject."""
     input:
         subject="subjects/{subject}/subject.yaml",
+        generated=lambda w: generated_inputs(w.subject),
     output:
         res("{subject}", "inputs.json"),
     log:
