@@ -146,3 +146,160 @@ def test_c3d_force_plate_round_trip(tmp_path):
         np.testing.assert_allclose(plate["force"].T, forces[i], atol=1e-3)
         np.testing.assert_allclose(plate["center_of_pressure"].T[:, :2], cops[i][:, :2], atol=1e-2)
         np.testing.assert_allclose(plate["Tz"][2], free[i], atol=1e-1)
+
+
+# --- generator, EMG and truth evaluation -------------------------------------------------------
+
+_TWIN_YAML = """
+id: twin-test
+mass: 70.0
+height: 1.75
+model: model.osim
+marker_set: markerset.xml
+lab_frame: {up: +Z, forward: +X}
+trials:
+  - {name: static, role: static, file: static.c3d}
+  - {name: squat1, role: dynamic, file: squat1.c3d}
+emg:
+  channels:
+    R_RF: [rect_fem_r]
+    R_VL: [vasti_r]
+    R_GMAX: [glut_max_r]
+    R_SOL: [soleus_r]
+unmeasured: [iliopsoas_r, bifemsh_r]
+force_plates: {'1': right, '2': left}
+twin:
+  seed: 5
+  trials:
+    static: {movement: static, duration: 0.3}
+    squat1: {movement: squat, duration: 1.2, depth: 0.5}
+"""
+
+
+def _generate(folder, **kwargs):
+    from musculo.twin.generate import generate_twin
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "subject.yaml").write_text(_TWIN_YAML)
+    return generate_twin(subject=folder, marker_rate=50.0, analog_rate=1000.0, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def twin_dir(tmp_path_factory, model):
+    folder = tmp_path_factory.mktemp("gen") / "twin-test"
+    summary = _generate(folder)
+    return folder, summary
+
+
+def test_generator_residual_check_and_files(twin_dir):
+    """The generator's own check: ID of the true motion with its GRF leaves tiny pelvis residuals."""
+    folder, summary = twin_dir
+    res = summary["trials"]["squat1"]["residuals"]
+    print("generated twin pelvis residuals:", {k: round(v, 4) for k, v in res.items()})
+    weight = 70.0 * 9.80665
+    assert res["pelvis_tx_force_rms"] < 0.005 * weight
+    assert res["pelvis_ty_force_rms"] < 0.005 * weight
+    assert res["pelvis_tilt_moment_rms"] < 1.0
+    for name in ("model.osim", "markerset.xml", "static.c3d", "squat1.c3d", "truth.npz"):
+        assert (folder / name).is_file(), name
+    from musculo.twin.generate import load_truth
+
+    truth = load_truth(folder / "truth.npz")
+    assert list(truth["trials"]) == ["squat1"]
+    n, m = truth["squat1/excitation"].shape
+    assert m == 18 and truth["squat1/force"].shape == (n, m) and truth["squat1/q"].shape == (n, 9)
+    assert truth["squat1/excitation"].min() >= 0.0 and truth["squat1/excitation"].max() <= 1.0
+    muscles = list(truth["muscles"])
+    vasti = truth["squat1/activation"][:, muscles.index("vasti_r")]
+    assert vasti.max() > 0.1  # the knee extensors carry the squat
+    # true parameters differ from the generic ones (perturbed), within a plausible range
+    ratio = truth["max_isometric_force"] / truth["generic_max_isometric_force"]
+    assert np.all(np.abs(ratio - 1) > 1e-6) and np.all((ratio > 0.4) & (ratio < 2.5))
+    # ezc3d reads the plates back: vertical forces add up to the body weight on average
+    c3d = ezc3d.c3d(str(folder / "squat1.c3d"), extract_forceplat_data=True)
+    fz = sum(p["force"][2] for p in c3d["data"]["platform"])
+    assert np.mean(fz) == pytest.approx(weight, rel=0.03)  # the reaction on the body, up
+
+
+def test_generation_is_deterministic(twin_dir, tmp_path):
+    folder, _ = twin_dir
+    _generate(tmp_path / "twin-test")
+    for name in ("squat1.c3d", "static.c3d", "model.osim"):
+        assert (tmp_path / "twin-test" / name).read_bytes() == (folder / name).read_bytes(), name
+    a = np.load(folder / "truth.npz")
+    b = np.load(tmp_path / "twin-test" / "truth.npz")
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+    _generate(tmp_path / "other" / "twin-test", seed=6)
+    other = (tmp_path / "other" / "twin-test" / "squat1.c3d").read_bytes()
+    assert other != (folder / "squat1.c3d").read_bytes()
+
+
+def test_emg_only_for_surface_muscles(twin_dir):
+    folder, _ = twin_dir
+    from musculo.twin.generate import SURFACE_MUSCLES, load_truth, synthesize_emg
+
+    c3d = ezc3d.c3d(str(folder / "squat1.c3d"))
+    labels = c3d["parameters"]["ANALOG"]["LABELS"]["value"]
+    emg_labels = [x for x in labels if x.startswith("R_")]
+    assert emg_labels == ["R_RF", "R_VL", "R_GMAX", "R_SOL"]
+    assert c3d["parameters"]["ANALOG"]["RATE"]["value"][0] == 1000.0
+    emg = c3d["data"]["analogs"][0, [labels.index(x) for x in emg_labels]].T
+    truth = load_truth(folder / "truth.npz")
+    muscles = list(truth["muscles"])
+    u = truth["squat1/excitation"]
+    # the EMG amplitude follows the excitation: RMS per frame correlates with it
+    per_frame = np.sqrt(np.mean(emg[:, 1].reshape(-1, 20) ** 2, axis=1))
+    assert np.corrcoef(per_frame, u[:, muscles.index("vasti_r")])[0, 1] > 0.8
+    assert "iliopsoas" not in SURFACE_MUSCLES
+    rng = np.random.default_rng(0)
+    with pytest.raises(Exception, match="surface muscles"):
+        synthesize_emg(rng=rng, channels={"R_IL": ["iliopsoas_r"]},
+                       excitation={"vasti_r": np.ones(100)}, rate=1000.0)
+
+
+def test_truth_evaluation_on_synthetic_predictions(twin_dir, tmp_path):
+    from musculo.io.tables import write_sto
+    from musculo.twin.generate import load_truth
+    from musculo.twin.truth import evaluate_truth
+
+    folder, _ = twin_dir
+    truth = load_truth(folder / "truth.npz")
+    muscles = list(truth["muscles"])
+    time = truth["squat1/time"]
+    u = truth["squat1/excitation"]
+    results = tmp_path / "results"
+    # mse: exact iliopsoas, rect_fem scaled by 2 (r = 1, RMSE = mean |u|); nmm: reversed iliopsoas
+    import pandas as pd
+
+    exact = pd.DataFrame({"iliopsoas_r": u[:, muscles.index("iliopsoas_r")],
+                          "rect_fem_r": 2 * u[:, muscles.index("rect_fem_r")]},
+                         index=pd.Index(time, name="time"))
+    write_sto(results / "mse" / "squat1.excitations.sto", exact)
+    write_sto(results / "nmm" / "squat1.excitations.sto",
+              pd.DataFrame({"iliopsoas_r": exact["iliopsoas_r"].to_numpy()[::-1]}, index=exact.index))
+    q = pd.DataFrame(np.degrees(truth["squat1/q"][:, 3:6]) + 1.0,
+                     columns=["hip_flexion_r", "knee_angle_r", "ankle_angle_r"], index=exact.index)
+    write_sto(results / "squat1" / "ik.mot", q, in_degrees=True)
+    out = results / "truth" / "evaluation.tsv"
+    table = evaluate_truth(subject="twin-test", truth=folder / "truth.npz", results_dir=results,
+                           output=out, methods=["mse", "nmm", "so", "opensim"])
+    assert list(table.columns) == [
+        "subject", "trial", "method", "quantity", "channel", "metric", "value"]
+    assert out.is_file()
+
+    def value(method, quantity, channel, metric):
+        row = table[(table.method == method) & (table.quantity == quantity) & (table.channel == channel)
+                    & (table.metric == metric)]
+        assert len(row) == 1
+        return float(row.value.iloc[0])
+
+    assert value("mse", "excitation", "iliopsoas_r", "r_truth") == pytest.approx(1.0)
+    assert value("mse", "excitation", "iliopsoas_r", "rmse_truth") == pytest.approx(0.0, abs=1e-6)
+    rf = u[:, muscles.index("rect_fem_r")]
+    assert value("mse", "excitation", "rect_fem_r", "rmse_truth") == pytest.approx(
+        np.sqrt(np.mean(rf**2)), rel=1e-3)
+    assert value("nmm", "excitation", "iliopsoas_r", "r_truth") < 0.9
+    assert value("opensim", "coordinate", "knee_angle_r", "rmse_truth") == pytest.approx(1.0, rel=1e-3)
+    assert set(table.metric) == {"r_truth", "rmse_truth"}
+    assert set(table.method) == {"mse", "nmm", "opensim"}  # no SO file: skipped

@@ -48,7 +48,10 @@ class ForcePlate:
         return lab.T
 
     def analog(self, *, force: np.ndarray, cop: np.ndarray, free_moment: np.ndarray) -> np.ndarray:
-        """Plate channels (T, 6) for the force ON the plate (lab, N), its COP and free moment.
+        """Plate channels (T, 6) for a force (lab, N), its COP and free moment.
+
+        Pass the ground reaction on the body (up in stance): that is what lab plates report and
+        what ezc3d returns for them (and what :func:`musculo.io.c3d.read_c3d` expects).
 
         ``cop`` is in the lab frame (mm, on the surface); ``free_moment`` is about the lab Z (N mm).
         Moments are about the plate's true origin, ``origin_depth`` mm below the surface centre.

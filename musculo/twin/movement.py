@@ -220,12 +220,18 @@ def squat(*, model: Any, rate: float, duration: float, depth: float = 1.0) -> Mo
     return _balanced(model=model, rate=rate, trunk=trunk, thigh=thigh)
 
 
-def sit2stand(*, model: Any, rate: float, duration: float, lean: float = 1.0) -> Movement:
-    """Rise from a seated posture (thighs horizontal, from seat-off) to upright standing."""
+def sit2stand(
+    *, model: Any, rate: float, duration: float, lean: float = 1.0, seat: float = 80.0
+) -> Movement:
+    """Rise from a seated posture (from seat-off) to upright standing.
+
+    ``seat`` is the thighs' angle from vertical when seated (deg; 80 = nearly horizontal thighs,
+    lower = a higher seat); ``lean`` scales the extra forward trunk lean while rising.
+    """
     n = int(round(duration * rate)) + 1
     t = np.arange(n) / rate
     s = _raised(t, 0.1 * duration, 0.7 * duration)
-    thigh = np.radians(80.0) * (1 - s)
+    thigh = np.radians(seat) * (1 - s)
     trunk = -(np.radians(40.0) * (1 - s) + np.radians(15.0) * lean * np.sin(np.pi * s))
     return _balanced(model=model, rate=rate, trunk=trunk, thigh=thigh)
 

@@ -20,9 +20,13 @@ rule calibrate:
         calibration="results/{subject}/physics/calibration.json",
     log:
         "results/logs/{subject}/calibrate/calibrate.log",
+    benchmark:
+        "results/benchmarks/{subject}/calibrate.tsv"
     params:
         trial_dirs=lambda w: [res(w.subject, t) for t in dynamic_trials(w.subject)],
         coordinates=lambda w: subject(w.subject).coordinates or None,
+        measured=lambda w: subject(w.subject).measured_muscles,
+        unmeasured=lambda w: subject(w.subject).unmeasured,
         physics=config["physics"],
         mse=config["mse"],
         seed=config["seed"],
@@ -37,17 +41,24 @@ rule mse:
     """Fit and evaluate synergy extrapolation (folds and leave-one-muscle-out)."""
     input:
         trials=lambda w: _trial_files(w.subject, ["muscle_analysis.npz", "id.sto", "emg.sto"]),
-        calibration="results/{subject}/physics/calibration.json",
+        calibration=lambda w: (
+            res(w.subject, "physics", "calibration.json") if config["mse"]["calibrate_physics"] else []
+        ),
     output:
         evaluation="results/{subject}/mse/evaluation.tsv",
         state="results/{subject}/mse/mse.json",
     log:
         "results/logs/{subject}/mse/mse.log",
+    benchmark:
+        "results/benchmarks/{subject}/mse.tsv"
     params:
         method="mse",
         trial_dirs=lambda w: [res(w.subject, t) for t in dynamic_trials(w.subject)],
         coordinates=lambda w: subject(w.subject).coordinates or None,
         hide=lambda w: subject(w.subject).hide,
+        channels=lambda w: subject(w.subject).emg_channels,
+        measured=lambda w: subject(w.subject).measured_muscles,
+        unmeasured=lambda w: subject(w.subject).unmeasured,
         physics=config["physics"],
         mse=config["mse"],
         evaluation=config["evaluation"],
@@ -67,11 +78,14 @@ rule so_eval:
         evaluation="results/{subject}/so/evaluation.tsv",
     log:
         "results/logs/{subject}/so_eval/so_eval.log",
+    benchmark:
+        "results/benchmarks/{subject}/so_eval.tsv"
     params:
         method="so",
         trial_dirs=lambda w: [res(w.subject, t) for t in dynamic_trials(w.subject)],
         coordinates=lambda w: subject(w.subject).coordinates or None,
         hide=lambda w: subject(w.subject).hide if subject(w.subject).emg_channels else [],
+        channels=lambda w: subject(w.subject).emg_channels,
         physics=config["physics"],
         evaluation=config["evaluation"],
         seed=config["seed"],
@@ -84,7 +98,8 @@ rule so_eval:
 rule evaluate:
     """Concatenate the methods' evaluation tables into results/<s>/evaluation.tsv."""
     input:
-        tables=lambda w: [res(w.subject, m, "evaluation.tsv") for m in _evaluated_methods(w.subject)],
+        tables=lambda w: [res(w.subject, m, "evaluation.tsv") for m in _evaluated_methods(w.subject)]
+        + ([res(w.subject, "truth", "evaluation.tsv")] if subject(w.subject).is_twin else []),
     output:
         evaluation="results/{subject}/evaluation.tsv",
     log:
