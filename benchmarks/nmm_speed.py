@@ -1,0 +1,137 @@
+"""NMM speed: training time per subject (2 threads) and inference latency per 100 ms window (1 thread).
+
+Usage:
+    python benchmarks/nmm_speed.py                      # every subject with EMG whose results exist
+    python benchmarks/nmm_speed.py --subjects motonms-unipd rajagopal-walk
+    python benchmarks/nmm_speed.py --synthetic          # synthetic subjects of realistic size
+
+A subject is timed on its processed trials (``results/<id>/<trial>/``) with the hyper-parameters of
+config/config.yaml (plus ``--overlay`` files). Without processed results, ``--synthetic`` times
+synthetic subjects shaped like the demo subjects (muscles, coordinates, frame rate, duration).
+
+Latency is the wall time of one call on a 100 ms window of input frames, single-threaded, after a
+warm-up: "network" is the excitation prediction alone, "network+physics" adds activation dynamics,
+Hill forces and joint moments (the whole NMM forward pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musculo.config import load_config
+from musculo.estimators.nmm import NMMEstimator
+from musculo.evaluation import load_subject_trials
+from musculo.physics.muscle import DTYPE
+from musculo.physics.synthetic import synthetic_trials
+from musculo.subject import discover_subjects, load_subject
+
+REPO = Path(__file__).resolve().parents[1]
+
+# name: (trials, frames per trial, muscles, unmeasured, rate): shaped like the demo subjects
+SYNTHETIC = {
+    "synthetic-motonms (5 walks, 43 muscles, 60 Hz)": (5, 150, 43, 24, 60.0),
+    "synthetic-rajagopal (1 walk, 40 muscles, 100 Hz)": (1, 500, 40, 30, 100.0),
+}
+
+
+def real_subjects(ids: list[str]) -> dict[str, list]:
+    out = {}
+    for sid in ids or discover_subjects(REPO / "subjects"):
+        subj = load_subject(REPO / "subjects" / sid / "subject.yaml")
+        if not subj.emg_channels:
+            continue
+        dirs = [REPO / "results" / sid / t for t in subj.trial_names("dynamic")]
+        if not all((d / "muscle_analysis.npz").is_file() and (d / "emg.sto").is_file() for d in dirs):
+            print(f"# {sid}: no processed trials under results/{sid}/; skipped")
+            continue
+        out[sid] = load_subject_trials(trial_dirs=dirs, coordinates=subj.coordinates or None)
+    return out
+
+
+def synthetic_subjects() -> dict[str, list]:
+    out = {}
+    for name, (n_trials, frames, muscles, unmeasured, rate) in SYNTHETIC.items():
+        out[name] = synthetic_trials(n_trials=n_trials, n_frames=frames, n_muscles=muscles,
+                                     n_synergies=4, n_unmeasured=unmeasured, rate=rate, seed=0)
+    return out
+
+
+def latency(est: NMMEstimator, trial, *, repeats: int) -> dict[str, tuple[float, float]]:
+    module = est.module_
+    frames = max(1, round(0.1 / trial.dt))
+    sl = slice(0, frames)
+    feats = module.features(trial.excitation[sl], trial.q[sl], trial.qdot[sl]).unsqueeze(0)
+    exc = torch.as_tensor(trial.excitation[sl], dtype=DTYPE).unsqueeze(0)
+    length = torch.as_tensor(trial.mtu_length[sl], dtype=DTYPE)
+    vel = torch.as_tensor(trial.mtu_velocity[sl], dtype=DTYPE)
+    arm = torch.as_tensor(trial.moment_arm[sl], dtype=DTYPE)
+    calls = {
+        "network": lambda: module.net(feats),
+        "network+physics": lambda: module(feats, exc, length, vel, arm, trial.dt),
+    }
+    out = {}
+    with torch.inference_mode():
+        for name, call in calls.items():
+            for _ in range(20):
+                call()
+            times = np.empty(repeats)
+            for i in range(repeats):
+                t0 = time.perf_counter()
+                call()
+                times[i] = time.perf_counter() - t0
+            out[name] = (float(np.median(times) * 1e3), float(np.percentile(times, 95) * 1e3))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", nargs="*", default=[])
+    parser.add_argument("--synthetic", action="store_true", help="time synthetic subjects of realistic size")
+    parser.add_argument("--overlay", nargs="*", default=[], help="config files merged over config.yaml")
+    parser.add_argument("--train-threads", type=int, default=0,
+                        help="torch threads while training (0: nmm.threads of the config)")
+    parser.add_argument("--repeats", type=int, default=500)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the training epochs")
+    args = parser.parse_args()
+    if args.verbose:
+        logging.getLogger("musculo").addHandler(logging.StreamHandler())
+        logging.getLogger("musculo").setLevel(logging.INFO)
+    cfg = load_config(REPO / "config" / "config.yaml", args.overlay)
+    subjects = synthetic_subjects() if args.synthetic else real_subjects(args.subjects)
+    if not subjects:
+        print("# no subject to time: process subjects first (snakemake) or use --synthetic")
+        return
+    rows = []
+    for name, trials in subjects.items():
+        hyper = {**cfg["nmm"], "threads": args.train_threads or cfg["nmm"]["threads"]}
+        est = NMMEstimator(physics=cfg["physics"], seed=cfg["seed"], **hyper)
+        t0 = time.perf_counter()
+        est.fit(trials)
+        train_s = time.perf_counter() - t0
+        torch.set_num_threads(1)
+        lat = latency(est, trials[0], repeats=args.repeats)
+        tr = est.training_
+        rows.append((name, len(trials[0].muscles), int((~est.module_.measured).sum().item()),
+                     round(0.1 / trials[0].dt), tr.best_epoch, len(tr.history), train_s,
+                     *lat["network"], *lat["network+physics"]))
+    header = ("subject", "muscles", "estimated", "frames/100ms", "best epoch", "epochs", "train s",
+              "net median ms", "net p95 ms", "net+phys median ms", "net+phys p95 ms")
+    print(f"# torch {torch.__version__}; training on {args.train_threads or cfg['nmm']['threads']} "
+          "thread(s), latency on 1 thread; "
+          f"nmm: epochs {cfg['nmm']['epochs']}, window {cfg['nmm']['window']} s, "
+          f"channels {cfg['nmm']['channels']}, dilations {cfg['nmm']['dilations']}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        cells = [str(c) if not isinstance(c, float) else f"{c:.3f}" if c < 10 else f"{c:.1f}" for c in r]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

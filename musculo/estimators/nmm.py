@@ -1,0 +1,638 @@
+"""NMM: the neural musculoskeletal model, estimating the excitations of unmeasured (deep) muscles.
+
+A causal temporal convolutional network (:class:`musculo.estimators.networks.CausalTCN`) reads
+windows of measured excitations and joint kinematics (angles and speeds from inverse kinematics)
+and outputs an excitation in [0, 1] for every modelled muscle. The excitations of measured muscles
+stay their EMG; the network's outputs replace the unmeasured ones, and the whole excitation vector
+drives the physics core (:class:`musculo.physics.muscle.MuscleModel`) to joint moments.
+
+Training minimises, over windows of the training trials,
+
+* ``moment_weight`` x the mean squared error between the model's moments and inverse dynamics,
+  each coordinate divided by the standard deviation of its inverse-dynamics moment (physics term);
+* ``consistency_weight`` x the mean squared error between the network's output for measured
+  muscles and their EMG, with measured input channels randomly dropped (``input_dropout``), so the
+  network must infer a muscle's excitation from the others and the kinematics;
+* ``smoothness_weight`` x the mean squared change of predicted unmeasured excitations per 10 ms;
+* ``magnitude_weight`` x the mean squared predicted unmeasured excitation;
+
+with the subject-specific physics parameters (bounded, see :class:`MuscleModel`) learned jointly
+at their own learning rate. Training is seeded and uses deterministic algorithms; a fraction of the
+windows is held out for early stopping, and the weights of the best held-out epoch are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+
+from musculo import logger
+from musculo.errors import EstimatorError, InputDataError
+from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
+from musculo.estimators.networks import CausalTCN
+from musculo.io_utils import atomic_output
+from musculo.physics.data import MuscleParameters, TrialData
+from musculo.physics.muscle import DTYPE, MuscleModel, PhysicsBounds, model_for
+
+WEIGHTS_FILE = "weights.pt"
+HYPER_FILE = "hyperparameters.json"
+
+
+@dataclass(frozen=True)
+class NMMConfig:
+    """Hyper-parameters of the NMM (config section ``nmm``; see the config schema for each key)."""
+
+    window: float = 0.5
+    stride: float = 0.25
+    max_windows: int = 0
+    batch_size: int = 16
+    epochs: int = 600
+    patience: int = 40
+    val_fraction: float = 0.2
+    learning_rate: float = 3e-3
+    physics_learning_rate: float = 1e-2
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    channels: int = 32
+    kernel_size: int = 3
+    dilations: tuple[int, ...] = (1, 2, 4)
+    dropout: float = 0.0
+    input_dropout: float = 0.2
+    init_excitation: float = 0.05
+    kinematics_inputs: bool = True
+    moment_weight: float = 1.0
+    consistency_weight: float = 0.5
+    smoothness_weight: float = 0.1
+    magnitude_weight: float = 0.01
+    physics_parameters: tuple[str, ...] = (
+        "strength_scale", "optimal_fiber_length_scale", "tendon_slack_length_scale", "emg_gain", "tau_act",
+    )
+    threads: int = 1
+    start_from_calibration: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> NMMConfig:
+        """Build from a config mapping; unknown keys raise :class:`EstimatorError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise EstimatorError(
+                f"config section nmm: unknown keys {unknown}; known keys are {sorted(known)}"
+            )
+        vals = dict(values)
+        for key in ("dilations", "physics_parameters"):
+            if key in vals:
+                vals[key] = tuple(vals[key])
+        cfg = cls(**vals)
+        checks = {
+            "window": cfg.window > 0, "stride": cfg.stride > 0, "max_windows": cfg.max_windows >= 0,
+            "batch_size": cfg.batch_size >= 1, "epochs": cfg.epochs >= 1, "patience": cfg.patience >= 1,
+            "val_fraction": 0 <= cfg.val_fraction < 1, "input_dropout": 0 <= cfg.input_dropout < 1,
+            "learning_rate": cfg.learning_rate > 0, "physics_learning_rate": cfg.physics_learning_rate >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise EstimatorError(f"config section nmm: invalid values for {bad}: "
+                                 f"{ {k: getattr(cfg, k) for k in bad} }; see the config schema")
+        unknown_p = sorted(set(cfg.physics_parameters) - set(MuscleModel.PER_MUSCLE + MuscleModel.SHARED))
+        if unknown_p:
+            raise EstimatorError(
+                f"config section nmm, physics_parameters: unknown {unknown_p}; "
+                f"choose from {list(MuscleModel.PER_MUSCLE + MuscleModel.SHARED)}"
+            )
+        return cfg
+
+
+@dataclass
+class _Windows:
+    """Training windows stacked into tensors (N windows of L frames)."""
+
+    features: torch.Tensor  # (N, L, F) float32
+    excitation: torch.Tensor  # (N, L, M) DTYPE
+    mtu_length: torch.Tensor  # (N, L, M)
+    mtu_velocity: torch.Tensor  # (N, L, M)
+    moment_arm: torch.Tensor  # (N, L, M, C)
+    id_moment: torch.Tensor  # (N, L, C)
+
+    def take(self, idx: torch.Tensor) -> _Windows:
+        return _Windows(**{k: v[idx] for k, v in self.__dict__.items()})
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train_nmm` returns besides the fitted modules."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val: float = math.inf
+    seconds: float = 0.0
+    n_train_windows: int = 0
+    n_val_windows: int = 0
+
+
+@contextlib.contextmanager
+def _torch_settings(*, threads: int) -> Iterator[None]:
+    """Deterministic algorithms (and optionally a thread count) inside the block, restored after."""
+    det = torch.are_deterministic_algorithms_enabled()
+    n_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det)
+        torch.set_num_threads(n_threads)
+
+
+class NMMModule(torch.nn.Module):
+    """Network + physics core: measured excitations and kinematics -> excitations -> moments.
+
+    Args:
+        net: the network (outputs one excitation per modelled muscle).
+        physics: the subject's muscle model.
+        input_index: (K,) indices of the measured muscles whose excitations are network inputs.
+        measured: (M,) bool, muscles whose excitation is measured EMG (they keep it).
+        kin_mean, kin_std: (2C,) normalisation of the joint angles and speeds; empty (0,) when the
+            kinematics are not network inputs.
+    """
+
+    def __init__(self, net: CausalTCN, physics: MuscleModel, *, input_index: np.ndarray,
+                 measured: np.ndarray, kin_mean: np.ndarray, kin_std: np.ndarray):
+        super().__init__()
+        self.net = net
+        self.physics = physics
+        self.register_buffer("input_index", torch.as_tensor(np.asarray(input_index, dtype=np.int64)))
+        self.register_buffer("measured", torch.as_tensor(np.asarray(measured, dtype=bool)))
+        self.register_buffer("kin_mean", torch.as_tensor(np.asarray(kin_mean), dtype=torch.float32))
+        self.register_buffer("kin_std", torch.as_tensor(np.asarray(kin_std), dtype=torch.float32))
+
+    def features(self, excitation: np.ndarray, q: np.ndarray, qdot: np.ndarray) -> torch.Tensor:
+        """Network input (T, K [+ 2C]) float32 from a trial's excitation (T, M), q and qdot (T, C).
+
+        The joint angles and speeds are inputs only when ``kin_mean`` is not empty.
+        """
+        emg = np.asarray(excitation)[:, self.input_index.numpy()]
+        if self.kin_mean.numel():
+            kin = (np.concatenate([q, qdot], axis=1) - self.kin_mean.numpy()) / self.kin_std.numpy()
+        else:
+            kin = np.zeros((emg.shape[0], 0))
+        return torch.as_tensor(np.concatenate([emg, kin], axis=1), dtype=torch.float32)
+
+    def excitations(
+        self, features: torch.Tensor, excitation: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(network output, excitation driving the physics), both (B, T, M) in DTYPE."""
+        out = self.net(features).to(DTYPE)
+        u = torch.where(self.measured, excitation, out)
+        return out, u
+
+    def forward(self, features: torch.Tensor, excitation: torch.Tensor, mtu_length: torch.Tensor,
+                mtu_velocity: torch.Tensor, moment_arm: torch.Tensor, dt: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(network output, driving excitation, moments (B, T, C)) of a batch."""
+        out, u = self.excitations(features, excitation)
+        res = self.physics(u, mtu_length, mtu_velocity, moment_arm, dt, gain_mask=self.measured)
+        return out, u, res.moments
+
+
+def _check_trials(trials: Sequence[TrialData]) -> tuple[list[str], list[str], float]:
+    if not trials:
+        raise EstimatorError("nmm: no training trials; the subject needs dynamic trials with EMG")
+    first = trials[0]
+    for t in trials[1:]:
+        if t.muscles != first.muscles or t.coordinates != first.coordinates:
+            raise EstimatorError(
+                f"trial {t.name}: muscles or coordinates differ from trial {first.name}; "
+                "rerun the muscle analysis of the subject with one model"
+            )
+        if abs(t.dt - first.dt) > 1e-6 * max(first.dt, 1e-9):
+            raise EstimatorError(
+                f"trial {t.name}: sampling interval {t.dt} s differs from {first.dt} s of trial "
+                f"{first.name}; the trials of a subject must share one frame rate"
+            )
+    for t in trials:
+        bad = [k for k in ("q", "qdot", "mtu_length", "mtu_velocity", "moment_arm", "id_moment", "excitation")
+               if not np.isfinite(getattr(t, k)).all()]
+        if bad:
+            raise InputDataError(
+                f"trial {t.name}: non-finite values in {bad}; rerun the stages that write them "
+                "(muscle analysis, inverse dynamics, EMG) and check their logs"
+            )
+    return list(first.muscles), list(first.coordinates), first.dt
+
+
+def _pad_start(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` with its first frame repeated ``n`` times in front (axis 0)."""
+    return np.concatenate([np.repeat(x[:1], n, axis=0), x], axis=0) if n else x
+
+
+def _make_windows(
+    trials: Sequence[TrialData], module: NMMModule, *, frames: int, context: int, stride: int
+) -> _Windows:
+    """Windows of ``frames`` loss frames preceded by ``context`` frames (the first frame repeated
+    where a window starts near the beginning of its trial); the last window ends at the trial's end."""
+    feats, exc, length, vel, arm, mom = [], [], [], [], [], []
+    total = frames + context
+    for trial in trials:
+        if trial.n_frames < frames:
+            logger.warning("nmm: trial %s has %d frames, fewer than one window (%d); not used",
+                           trial.name, trial.n_frames, frames)
+            continue
+        f = _pad_start(module.features(trial.excitation, trial.q, trial.qdot).numpy(), context)
+        arrays = [_pad_start(a, context) for a in (trial.excitation, trial.mtu_length, trial.mtu_velocity,
+                                                   trial.moment_arm, trial.id_moment)]
+        starts = list(range(0, trial.n_frames - frames + 1, stride))
+        if starts[-1] != trial.n_frames - frames:
+            starts.append(trial.n_frames - frames)
+        for s in starts:
+            sl = slice(s, s + total)
+            feats.append(f[sl])
+            for out, a in zip((exc, length, vel, arm, mom), arrays, strict=True):
+                out.append(a[sl])
+    if not feats:
+        raise EstimatorError(
+            f"nmm: no training window of {frames} frames fits in the training trials "
+            f"({[t.name for t in trials]}); lower nmm.window in the config"
+        )
+
+    def stack(xs: list[np.ndarray]) -> torch.Tensor:
+        return torch.as_tensor(np.stack(xs), dtype=DTYPE)
+
+    return _Windows(torch.as_tensor(np.stack(feats), dtype=torch.float32), stack(exc), stack(length),
+                    stack(vel), stack(arm), stack(mom))
+
+
+def _losses(
+    module: NMMModule, batch: _Windows, *, cfg: NMMConfig, dt: float, context: int,
+    moment_scale: torch.Tensor, generator: torch.Generator | None,
+) -> dict[str, torch.Tensor]:
+    """The loss terms of a batch (input dropout when ``generator`` is given)."""
+    features = batch.features
+    n_in = module.input_index.numel()
+    if generator is not None and cfg.input_dropout > 0 and n_in:
+        keep = (torch.rand((features.shape[0], 1, n_in), generator=generator) >= cfg.input_dropout)
+        mask = torch.cat([keep.to(features.dtype),
+                          torch.ones((features.shape[0], 1, features.shape[2] - n_in))], dim=2)
+        features = features * mask
+    out, _, moments = module(features, batch.excitation, batch.mtu_length, batch.mtu_velocity,
+                             batch.moment_arm, dt)
+    sl = slice(context, None)
+    err = (moments[:, sl] - batch.id_moment[:, sl]) / moment_scale
+    terms = {"moment": (err**2).mean()}
+    measured = module.measured
+    if measured.any():
+        diff = out[:, sl][..., measured] - batch.excitation[:, sl][..., measured]
+        terms["consistency"] = (diff**2).mean()
+    else:
+        terms["consistency"] = torch.zeros((), dtype=DTYPE)
+    unmeasured = ~measured
+    pred = out[:, sl][..., unmeasured]
+    step = 0.01 / dt
+    terms["smoothness"] = ((torch.diff(pred, dim=1) * step) ** 2).mean() if pred.shape[1] > 1 \
+        else torch.zeros((), dtype=DTYPE)
+    terms["magnitude"] = (pred**2).mean() if pred.numel() else torch.zeros((), dtype=DTYPE)
+    terms["total"] = (
+        cfg.moment_weight * terms["moment"] + cfg.consistency_weight * terms["consistency"]
+        + cfg.smoothness_weight * terms["smoothness"] + cfg.magnitude_weight * terms["magnitude"]
+    )
+    return terms
+
+
+def build_module(
+    trials: Sequence[TrialData], *, cfg: NMMConfig, physics: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+) -> NMMModule:
+    """An untrained :class:`NMMModule` for ``trials`` (already hidden), seeded by ``cfg.seed``.
+
+    The physics model starts from ``calibration`` (the content of ``calibration.json``) when given.
+    """
+    _check_trials(trials)
+    first = trials[0]
+    measured = np.asarray(first.measured, dtype=bool)
+    for t in trials[1:]:
+        if not np.array_equal(t.measured, measured):
+            raise EstimatorError(
+                f"trial {t.name}: measured muscles {t.measured_muscles} differ from trial {first.name} "
+                f"({first.measured_muscles}); every trial of a subject needs the same EMG channels"
+            )
+    if measured.all():
+        raise EstimatorError("nmm: every muscle is measured; there is nothing to estimate")
+    kin = np.concatenate([np.concatenate([t.q, t.qdot], axis=1) for t in trials], axis=0)
+    if not cfg.kinematics_inputs:
+        kin = kin[:, :0]
+    kin_mean = kin.mean(axis=0)
+    kin_std = np.maximum(kin.std(axis=0), 1e-3)
+    torch.manual_seed(cfg.seed)
+    net = CausalTCN(
+        n_inputs=int(measured.sum()) + kin.shape[1], n_outputs=len(first.muscles), channels=cfg.channels,
+        kernel_size=cfg.kernel_size, dilations=cfg.dilations, dropout=cfg.dropout,
+        init_excitation=cfg.init_excitation,
+    )
+    phys = model_for(first, physics=physics, calibration=calibration)
+    phys.set_trainable(cfg.physics_parameters)
+    return NMMModule(net, phys, input_index=np.flatnonzero(measured), measured=measured,
+                     kin_mean=kin_mean, kin_std=kin_std)
+
+
+def train_nmm(module: NMMModule, trials: Sequence[TrialData], *, cfg: NMMConfig) -> TrainingResult:
+    """Train ``module`` in place on windows of ``trials``; keep the best held-out epoch's weights.
+
+    One log line per epoch (train and held-out loss, and the held-out moment term).
+    """
+    _, _, dt = _check_trials(trials)
+    shortest = min(t.n_frames for t in trials)
+    frames = max(2, round(cfg.window / dt))
+    if 2 * frames > shortest:  # at least two windows per trial, so some can be held out
+        logger.info("nmm: windows shortened from %d to %d frames (half the shortest training trial)",
+                    frames, max(2, shortest // 2))
+        frames = max(2, shortest // 2)
+    stride = max(1, round(cfg.stride / dt))
+    context = module.net.receptive_field - 1
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    windows = _make_windows(trials, module, frames=frames, context=context, stride=stride)
+    n = len(windows)
+    order = rng.permutation(n)
+    if cfg.max_windows and n > cfg.max_windows:
+        order = order[: cfg.max_windows]
+    n_val = int(round(cfg.val_fraction * len(order)))
+    n_val = min(max(n_val, 1), len(order) - 1) if cfg.val_fraction > 0 and len(order) >= 2 else 0
+    val_idx = torch.as_tensor(np.sort(order[:n_val]))
+    train_idx = torch.as_tensor(np.sort(order[n_val:]))
+    train, val = windows.take(train_idx), windows.take(val_idx)
+    moment_scale = torch.clamp(train.id_moment[:, context:].reshape(-1, train.id_moment.shape[-1]).std(dim=0),
+                               min=1.0)
+    net_params = [p for p in module.net.parameters() if p.requires_grad]
+    phys_params = [p for p in module.physics.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": net_params, "lr": cfg.learning_rate,
+                                     "weight_decay": cfg.weight_decay}]
+    if phys_params and cfg.physics_learning_rate > 0:
+        groups.append({"params": phys_params, "lr": cfg.physics_learning_rate, "weight_decay": 0.0})
+    optimiser = torch.optim.Adam(groups)
+    result = TrainingResult(n_train_windows=len(train), n_val_windows=len(val))
+    best_state = copy.deepcopy(module.state_dict())
+    since_best = 0
+    start = time.perf_counter()
+    kw = {"cfg": cfg, "dt": dt, "context": context, "moment_scale": moment_scale}
+    logger.info("nmm: %d training and %d held-out windows of %d frames (+%d context), dt %.4g s",
+                len(train), len(val), frames, context, dt)
+    for epoch in range(1, cfg.epochs + 1):
+        module.train()
+        perm = torch.randperm(len(train), generator=gen)
+        total, count = 0.0, 0
+        for b in range(0, len(train), cfg.batch_size):
+            batch = train.take(perm[b:b + cfg.batch_size])
+            optimiser.zero_grad(set_to_none=True)
+            terms = _losses(module, batch, generator=gen, **kw)
+            terms["total"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net_params, cfg.grad_clip)
+            optimiser.step()
+            total += float(terms["total"].detach()) * len(batch)
+            count += len(batch)
+        train_loss = total / max(count, 1)
+        module.eval()
+        with torch.no_grad():
+            vterms = _losses(module, val if len(val) else train, generator=None, **kw)
+        val_loss = float(vterms["total"])
+        row = {"epoch": epoch, "train": train_loss, "val": val_loss, "val_moment": float(vterms["moment"]),
+               "seconds": time.perf_counter() - start}
+        result.history.append(row)
+        improved = val_loss < result.best_val - 1e-9
+        if improved:
+            result.best_val, result.best_epoch, since_best = val_loss, epoch, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            since_best += 1
+        logger.info("nmm epoch %d/%d: train %.5f, held-out %.5f (moment %.5f)%s, %.1f s", epoch, cfg.epochs,
+                    train_loss, val_loss, row["val_moment"], " *" if improved else "", row["seconds"])
+        if since_best >= cfg.patience:
+            logger.info("nmm: early stop at epoch %d (best %d)", epoch, result.best_epoch)
+            break
+    module.load_state_dict(best_state)
+    module.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+class NMMEstimator(Estimator):
+    """The neural musculoskeletal model in the shared estimator interface.
+
+    Args:
+        physics: config section ``physics`` (bounds, activation settings) for the muscle model.
+        calibration: content of the subject's ``calibration.json``; the physics starts from it.
+        seed: seed of the weights, the window split and the shuffling.
+        **hyper: config section ``nmm`` (see :class:`NMMConfig`).
+    """
+
+    name: ClassVar[str] = "nmm"
+
+    def __init__(self, *, physics: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None,
+                 seed: int = 0, **hyper: Any):
+        self.physics_config = dict(physics or {})
+        self.calibration = calibration
+        self.config = NMMConfig.from_mapping({**hyper, "seed": int(seed)})
+        self.module_: NMMModule | None = None
+        self.hidden_: list[str] = []
+        self.muscles_: list[str] = []
+        self.coordinates_: list[str] = []
+        self.dt_: float = 0.0
+        self.training_: TrainingResult | None = None
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, trials: Sequence[TrialData], *, hidden: Sequence[str] = ()) -> Self:
+        """Train the network and the subject's physics parameters on ``trials`` with ``hidden`` hidden."""
+        hidden = list(hidden)
+        seen = [t.hide(hidden) for t in trials]
+        muscles, coords, dt = _check_trials(seen)
+        everywhere = np.logical_and.reduce([t.measured for t in seen])
+        partial = [m for i, m in enumerate(muscles) if any(t.measured[i] for t in seen) and not everywhere[i]]
+        if partial:
+            logger.warning("nmm: %s lack EMG in some training trials; estimated as unmeasured", partial)
+            seen = [t.hide(partial) for t in seen]
+        with _torch_settings(threads=self.config.threads):
+            module = build_module(seen, cfg=self.config, physics=self.physics_config,
+                                  calibration=self.calibration)
+            self.training_ = train_nmm(module, seen, cfg=self.config)
+        self.module_, self.hidden_, self.dt_ = module, hidden, dt
+        self.muscles_, self.coordinates_ = muscles, coords
+        logger.info("nmm: fitted on %d trials (hidden %s) in %.1f s, best epoch %d", len(seen), hidden,
+                    self.training_.seconds, self.training_.best_epoch)
+        return self
+
+    def _fitted(self) -> NMMModule:
+        if self.module_ is None:
+            raise EstimatorError("nmm: the estimator is not fitted; call fit() or load() first")
+        return self.module_
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict(self, trial: TrialData) -> Prediction:
+        """Excitations of every muscle (measured: EMG x gain, clipped; others: network) and moments."""
+        module = self._fitted()
+        if list(trial.muscles) != self.muscles_ or list(trial.coordinates) != self.coordinates_:
+            raise EstimatorError(
+                f"trial {trial.name}: muscles or coordinates differ from those the nmm estimator was "
+                "fitted on; fit it on trials of the same subject and model"
+            )
+        seen = trial.hide([h for h in self.hidden_ if h in trial.muscles])
+        missing = [self.muscles_[i] for i in module.input_index.tolist() if not seen.measured[i]]
+        if missing:
+            logger.warning("nmm: trial %s has no EMG for %s; their inputs are zero", trial.name, missing)
+        excitation = seen.excitation * module.measured.numpy()
+        ctx = module.net.receptive_field - 1  # the first frame repeated before the trial, as in training
+
+        def tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(_pad_start(np.asarray(x), ctx), dtype=DTYPE)
+
+        with torch.inference_mode():
+            feats = torch.as_tensor(_pad_start(module.features(excitation, seen.q, seen.qdot).numpy(), ctx))
+            _, u, moments = module(feats.unsqueeze(0), tensor(excitation).unsqueeze(0),
+                                   tensor(seen.mtu_length), tensor(seen.mtu_velocity),
+                                   tensor(seen.moment_arm), seen.dt)
+            gain = torch.where(module.measured, module.physics.emg_gain.value, torch.ones_like(
+                module.physics.emg_gain.value))
+            u = torch.clamp(u * gain, 0.0, 1.0)
+        return prediction_from_arrays(trial, excitation=u[0, ctx:].numpy(), moments=moments[0, ctx:].numpy())
+
+    # -- persistence --------------------------------------------------------------------------
+    def hyperparameters(self) -> dict[str, Any]:
+        """JSON-serialisable description of the fitted estimator (hyper-parameters, data layout, history)."""
+        module = self._fitted()
+        tr = self.training_ or TrainingResult()
+        return {
+            "method": self.name,
+            "config": asdict(self.config),
+            "physics_config": self.physics_config,
+            "hidden": self.hidden_,
+            "muscles": self.muscles_,
+            "coordinates": self.coordinates_,
+            "dt": self.dt_,
+            "measured": [m for m, k in zip(self.muscles_, module.measured.tolist(), strict=True) if k],
+            "receptive_field": module.net.receptive_field,
+            "physics_parameters": module.physics.to_dict(),
+            "training": {"best_epoch": tr.best_epoch, "best_val": tr.best_val, "seconds": tr.seconds,
+                         "n_train_windows": tr.n_train_windows, "n_val_windows": tr.n_val_windows,
+                         "history": tr.history},
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``weights.pt`` (network + physics state) and ``hyperparameters.json`` under ``directory``."""
+        module = self._fitted()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        with atomic_output(d / WEIGHTS_FILE) as tmp:
+            torch.save(module.state_dict(), tmp)
+        with atomic_output(d / HYPER_FILE) as tmp:
+            tmp.write_text(json.dumps(self.hyperparameters(), indent=1, default=_json_default))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Self:
+        """Read an estimator written by :meth:`save`."""
+        hp_path = cls._check_dir(directory, HYPER_FILE)
+        w_path = cls._check_dir(directory, WEIGHTS_FILE)
+        try:
+            hp = json.loads(hp_path.read_text())
+            cfg = dict(hp["config"])
+            muscles, coords, measured_names = hp["muscles"], hp["coordinates"], hp["measured"]
+        except (ValueError, KeyError) as exc:
+            raise EstimatorError(f"{hp_path}: unreadable ({exc}); fit and save the estimator again") from exc
+        seed = cfg.pop("seed", 0)
+        est = cls(physics=hp.get("physics_config"), seed=seed, **cfg)
+        m = len(muscles)
+        measured = np.array([mu in measured_names for mu in muscles], dtype=bool)
+        params = MuscleParameters(*(np.ones(m) for _ in range(5)))  # buffers: set by the state below
+        pc = est.physics_config
+        phys = MuscleModel(params, muscles, bounds=PhysicsBounds.from_config(pc.get("bounds")),
+                           deactivation_ratio=float(pc.get("deactivation_ratio", 4.0)),
+                           use_delay=bool(pc.get("use_delay", False)))
+        c = est.config
+        n_kin = 2 * len(coords) if c.kinematics_inputs else 0
+        net = CausalTCN(n_inputs=int(measured.sum()) + n_kin, n_outputs=m, channels=c.channels,
+                        kernel_size=c.kernel_size, dilations=c.dilations, dropout=c.dropout,
+                        init_excitation=c.init_excitation)
+        module = NMMModule(net, phys, input_index=np.flatnonzero(measured), measured=measured,
+                           kin_mean=np.zeros(n_kin), kin_std=np.ones(n_kin))
+        state = torch.load(w_path, map_location="cpu", weights_only=True)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise EstimatorError(
+                f"{w_path}: weights do not match {hp_path} ({exc}); fit and save the estimator again"
+            ) from exc
+        module.eval()
+        est.module_, est.hidden_, est.muscles_, est.coordinates_ = module, list(hp["hidden"]), muscles, coords
+        est.dt_ = float(hp.get("dt", 0.0))
+        return est
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def run_nmm_evaluation(
+    *,
+    subject: str,
+    trial_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    coordinates: Sequence[str] | None = None,
+    hide: Sequence[str] = (),
+    physics: dict[str, Any] | None = None,
+    nmm: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+    calibration: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> Any:
+    """Evaluate the NMM on a subject's trial folders with the shared protocol (Snakemake entry point).
+
+    Folds, leave-one-muscle-out and metrics come from :func:`musculo.evaluation.evaluate_estimator`,
+    exactly as for the other methods; rows have ``method = nmm``. The physics parameters are learned
+    jointly with the network on each fold's training trials, starting from ``calibration`` when
+    given (``nmm.start_from_calibration``), else from the model's own values. After the folds the
+    NMM is fitted on every trial and saved under ``out_dir`` (``weights.pt``,
+    ``hyperparameters.json``).
+
+    Returns the evaluation table (a DataFrame).
+    """
+    from musculo.evaluation import evaluate_estimator, load_subject_trials, make_folds
+    from musculo.physics.calibration import load_calibration
+
+    ev = dict(evaluation or {})
+    hyper = dict(nmm or {})
+    use_calibration = bool(hyper.get("start_from_calibration", False))
+    calib = load_calibration(calibration) if use_calibration and calibration is not None else None
+    trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates)
+    folds = make_folds(trials, n_folds=int(ev.get("n_folds", 2)), n_segments=int(ev.get("n_segments", 3)))
+    measured = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
+    skipped = sorted(set(hide) - set(measured))
+    if skipped:
+        logger.warning("%s: hide muscles %s have no EMG in every trial; left out of leave-one-muscle-out",
+                       subject, skipped)
+
+    def make() -> NMMEstimator:
+        return NMMEstimator(physics=physics, calibration=calib, seed=seed, **hyper)
+
+    make()  # validate the hyper-parameters before any training
+    table = evaluate_estimator(make_estimator=make, subject=subject, folds=folds, method=NMMEstimator.name,
+                               hide=measured, out_dir=out_dir)
+    make().fit(trials).save(out_dir)
+    return table
