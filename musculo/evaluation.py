@@ -5,7 +5,8 @@
 - Torque: per held-out trial and coordinate, RMSE (N m), NRMSE (% of the ID moment's range), R2
   and Pearson r of the predicted moments against inverse dynamics.
 - Leave-one-muscle-out: each measured muscle of the subject's ``hide`` list is hidden from the
-  estimator (in fit and predict), predicted, and compared with its measured envelope (r, RMSE, VAF).
+  estimator (in fit and predict), together with every muscle fed by the same EMG channel, predicted,
+  and compared with its measured envelope (r, RMSE, VAF).
 
 Rows are long format: ``subject, trial, method, quantity, channel, metric, value`` with
 ``quantity`` in ``moment`` (channel = coordinate) or ``excitation`` (channel = hidden muscle).
@@ -14,7 +15,7 @@ Rows are long format: ``subject, trial, method, quantity, channel, metric, value
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from musculo.errors import EstimatorError
 from musculo.estimators.base import Estimator
 from musculo.io.tables import write_sto
 from musculo.io_utils import atomic_output
-from musculo.physics.data import TrialData, load_trial_dir
+from musculo.physics.data import TrialData, load_trial_dir, select_muscles
 
 COLUMNS = ["subject", "trial", "method", "quantity", "channel", "metric", "value"]
 Fold = tuple[list[TrialData], list[TrialData]]
@@ -90,6 +91,25 @@ def _rows(subject: str, trial: str, method: str, quantity: str, channel: str,
              "channel": channel, "metric": k, "value": v} for k, v in metrics.items()]
 
 
+def hidden_groups(
+    hide: Sequence[str], channels: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, list[str]]:
+    """For each muscle of ``hide``, the muscles hidden with it: every muscle sharing an EMG channel.
+
+    ``channels`` maps an EMG channel to the model muscles it drives (the subject file's
+    ``emg.channels``). Muscles fed by one electrode carry the same envelope, so hiding one alone
+    would leave its own envelope visible through its siblings.
+    """
+    groups: dict[str, list[str]] = {}
+    for muscle in hide:
+        group = [muscle]
+        for fed in (channels or {}).values():
+            if muscle in fed:
+                group += [m for m in fed if m not in group]
+        groups[muscle] = group
+    return groups
+
+
 def evaluate_estimator(
     *,
     make_estimator: Callable[[], Estimator],
@@ -98,11 +118,12 @@ def evaluate_estimator(
     method: str,
     hide: Sequence[str] = (),
     out_dir: str | os.PathLike[str],
+    channels: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Run the protocol for one estimator on one subject; write predictions and ``evaluation.tsv``.
 
     Args:
-        make_estimator: returns a fresh, unfitted estimator (called once per fold and hidden muscle).
+        make_estimator: returns a fresh, unfitted estimator (called once per fold and hidden group).
         subject: subject id (first column of the table).
         folds: from :func:`make_folds`.
         method: the ``method`` column (``so``, ``mse``, ``nmm``, ...).
@@ -110,9 +131,12 @@ def evaluate_estimator(
             trials are skipped with a warning.
         out_dir: ``results/<s>/<method>``: receives ``<trial>.excitations.sto``,
             ``<trial>.moments.sto``, ``lomo/<muscle>/<trial>.excitations.sto`` and ``evaluation.tsv``.
+        channels: EMG channel -> model muscles (``emg.channels``); a hidden muscle is hidden together
+            with every muscle sharing its channel (see :func:`hidden_groups`), one fit per group.
     """
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
+    groups = hidden_groups(hide, channels)
     for i, (train, test) in enumerate(folds):
         est = make_estimator().fit(train, hidden=())
         logger.info("%s %s: fold %d fitted on %s", method, subject, i, [t.name for t in train])
@@ -123,14 +147,20 @@ def evaluate_estimator(
             for j, coord in enumerate(trial.coordinates):
                 rows += _rows(subject, trial.name, method, "moment", coord,
                               moment_metrics(pred.moments[coord].to_numpy(), trial.id_moment[:, j]))
+        fitted: dict[tuple[str, ...], Estimator] = {}
         for muscle in hide:
-            if not all(muscle in t.muscles and t.measured[t.muscles.index(muscle)] for t in [*train, *test]):
+            everywhere = [*train, *test]
+            if not all(muscle in t.muscles and t.measured[t.muscles.index(muscle)] for t in everywhere):
                 logger.warning("%s %s: %s is not measured in every trial of fold %d; not hidden",
                                method, subject, muscle, i)
                 continue
-            est = make_estimator().fit(train, hidden=[muscle])
+            group = [m for m in groups[muscle] if all(m in t.muscles for t in everywhere)]
+            key = tuple(sorted(group))
+            if key not in fitted:
+                logger.info("%s %s: fold %d, hiding %s", method, subject, i, group)
+                fitted[key] = make_estimator().fit(train, hidden=group)
             for trial in test:
-                pred = est.predict(trial)
+                pred = fitted[key].predict(trial)
                 lomo = pred.excitations[[muscle]]
                 write_sto(out / "lomo" / muscle / f"{trial.name}.excitations.sto", lomo, name="excitations")
                 ref = trial.excitation[:, trial.muscles.index(muscle)]
@@ -149,11 +179,20 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 
 def load_subject_trials(
     *, trial_dirs: Sequence[str | os.PathLike[str]], coordinates: Sequence[str] | None = None,
-    with_so: bool = False,
+    with_so: bool = False, measured: Sequence[str] | None = None, unmeasured: Sequence[str] | None = None,
+    source: str = "subject file", window: str = "all",
 ) -> list[TrialData]:
-    """Load each ``results/<s>/<t>/`` folder as a :class:`TrialData`."""
-    return [load_trial_dir(d, coordinates=list(coordinates) if coordinates else None, with_so=with_so)
-            for d in trial_dirs]
+    """Load each ``results/<s>/<t>/`` folder as a :class:`TrialData`.
+
+    With ``measured`` (the subject's EMG-mapped muscles) and/or ``unmeasured`` (its muscles to
+    estimate), the trials hold only the modelled muscle set of
+    :func:`musculo.physics.data.model_muscles`; with both None, every model muscle. ``window``
+    (config ``physics.window``) selects the frames, see :func:`musculo.physics.data.load_trial_dir`.
+    """
+    trials = [load_trial_dir(d, coordinates=list(coordinates) if coordinates else None, with_so=with_so,
+                             window=window)
+              for d in trial_dirs]
+    return select_muscles(trials, measured=measured, unmeasured=unmeasured, source=source)
 
 
 def run_method_evaluation(
@@ -164,6 +203,9 @@ def run_method_evaluation(
     out_dir: str | os.PathLike[str],
     coordinates: Sequence[str] | None = None,
     hide: Sequence[str] = (),
+    channels: Mapping[str, Sequence[str]] | None = None,
+    measured: Sequence[str] | None = None,
+    unmeasured: Sequence[str] | None = None,
     physics: dict[str, Any] | None = None,
     mse: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
@@ -172,10 +214,19 @@ def run_method_evaluation(
 ) -> pd.DataFrame:
     """Evaluate ``method`` (``mse`` or ``so``) on a subject's trial folders (Snakemake entry point).
 
-    For ``mse`` with ``mse.calibrate_physics`` the physics parameters are fitted jointly with the
-    weights on each fold's training trials (no information from held-out trials); otherwise the
-    subject's ``calibration`` file is used as fixed physics. After the folds, ``mse`` is also fitted
-    on every trial and saved under ``out_dir`` (the subject's deployable estimator).
+    ``mse`` models the subject's muscle set (``measured`` muscles with EMG plus ``unmeasured``,
+    see :func:`musculo.physics.data.model_muscles`) and extrapolates exactly the ``unmeasured``
+    ones (plus the hidden muscles in leave-one-muscle-out: a muscle of ``hide`` together with every
+    muscle sharing its EMG channel in ``channels``). ``so`` is OpenSim's solution over every
+    muscle of the scaled model: its moments sum all of them; its hidden-muscle rows compare SO's
+    activation of that muscle with its envelope.
+
+    No fold sees its held-out trials: with ``mse.calibrate_physics`` (default) the physics
+    parameters are calibrated jointly with the weights on each fold's training trials only;
+    without it the physics keeps the scaled model's own parameters. The subject's ``calibration``
+    file (fitted on every trial, held-out ones included) never enters the folds: it is only the
+    starting point of the deployable estimator fitted on every trial after the folds and saved
+    under ``out_dir``.
     """
     from musculo.estimators.mse import mse_from_config
     from musculo.estimators.so import SOEstimator
@@ -184,31 +235,43 @@ def run_method_evaluation(
     ev = dict(evaluation or {})
     physics = dict(physics or {})
     cfg = dict(mse or {})
-    trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates, with_so=method == "so")
+    source = f"subject {subject}"
+    window = str(physics.get("window", "all"))
+    if method == "so":
+        trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates, with_so=True,
+                                     source=source, window=window)
+    else:
+        trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates, measured=measured,
+                                     unmeasured=unmeasured, source=source, window=window)
     folds = make_folds(trials, n_folds=int(ev.get("n_folds", 2)), n_segments=int(ev.get("n_segments", 3)))
     make: Callable[[], Estimator]
+    final: Callable[[], Estimator]
     if method == "so":
         def make() -> Estimator:
             return SOEstimator(physics=physics)
+        final = make
     elif method == "mse":
-        joint = bool(cfg.get("calibrate_physics", True))
-        calib = None if joint or calibration is None else load_calibration(calibration)
-        trainable = physics.get("calibrate", DEFAULT_CALIBRATED) if joint else ()
+        trainable = list(physics.get("calibrate", DEFAULT_CALIBRATED)) \
+            if cfg.get("calibrate_physics", True) else []
+        subject_calib = load_calibration(calibration) if calibration is not None and trainable else None
 
         def make() -> Estimator:
-            return mse_from_config(mse=cfg, physics=physics, calibration=calib,
+            return mse_from_config(mse=cfg, physics=physics, trainable_physics=trainable, seed=seed)
+
+        def final() -> Estimator:
+            return mse_from_config(mse=cfg, physics=physics, calibration=subject_calib,
                                    trainable_physics=trainable, seed=seed)
     else:
         raise EstimatorError(f"evaluation: unknown method {method!r} for run_method_evaluation (mse, so)")
     # SO ignores EMG, but its activation of a hidden muscle is compared with the same envelope.
-    measured = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
-    skipped = sorted(set(hide) - set(measured))
+    hidden = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
+    skipped = sorted(set(hide) - set(hidden))
     if skipped:
         logger.warning("%s: hide muscles %s have no EMG in every trial; left out of leave-one-muscle-out",
                        subject, skipped)
     table = evaluate_estimator(make_estimator=make, subject=subject, folds=folds, method=method,
-                               hide=measured, out_dir=out_dir)
-    make().fit(trials).save(out_dir)
+                               hide=hidden, out_dir=out_dir, channels=channels)
+    final().fit(trials).save(out_dir)
     return table
 
 

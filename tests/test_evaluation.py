@@ -77,3 +77,89 @@ def test_protocol_rows_files_and_determinism(tmp_path):
     assert (out / "mse" / "mse.json").is_file()
     out_b, _ = _run(tmp_path, "b")
     assert (out / "evaluation.tsv").read_bytes() == (out_b / "evaluation.tsv").read_bytes()
+
+
+def test_model_muscles_selects_measured_with_emg_and_unmeasured():
+    from musculo.errors import InputDataError
+    from musculo.physics.data import model_muscles, select_muscles
+
+    trials = synthetic_trials(n_trials=2, n_frames=30, n_muscles=7, n_unmeasured=2)
+    trials[1] = trials[1].hide(["m3"])  # m3's channel failed quality in one trial
+    keep = model_muscles(trials, measured=["m0", "m1", "m3"], unmeasured=["m6"])
+    assert keep == ["m0", "m1", "m6"]
+    sel = select_muscles(trials, measured=["m0", "m1", "m3"], unmeasured=["m6"])
+    assert sel[0].muscles == keep and sel[0].moment_arm.shape == (30, 3, 2)
+    np.testing.assert_array_equal(sel[0].mtu_length[:, 2], trials[0].mtu_length[:, 6])
+    np.testing.assert_array_equal(sel[0].params.max_isometric_force,
+                                  trials[0].params.max_isometric_force[[0, 1, 6]])
+    assert sel[0].measured.tolist() == [True, True, False]
+    assert select_muscles(trials) == trials
+    with pytest.raises(InputDataError, match="not in the scaled model"):
+        model_muscles(trials, measured=["m0"], unmeasured=["psoas_r"])
+    with pytest.raises(InputDataError, match="both in emg.channels and in unmeasured"):
+        model_muscles(trials, measured=["m0", "m5"], unmeasured=["m5"])
+
+
+def _mse_run(tmp_path, name, trials, calibration=None):
+    dirs = [write_trial_dir(t, tmp_path / name / "data" / t.name) for t in trials]
+    out = tmp_path / name / "mse"
+    run_method_evaluation(
+        method="mse", subject="syn", trial_dirs=dirs, out_dir=out, hide=["m1"],
+        measured=["m0", "m1", "m2", "m3"], unmeasured=["m5"], calibration=calibration,
+        physics={"calibrate": ["strength_scale"]}, mse={"max_iter": 20, "n_synergies": 2},
+        evaluation={"n_folds": 3}, seed=1)
+    return out
+
+
+def test_mse_models_the_subject_muscle_set_and_never_sees_held_out_trials(tmp_path):
+    import json
+
+    from musculo.physics.calibration import run_calibration
+
+    trials = synthetic_trials(n_trials=3, n_frames=50, n_muscles=7, n_unmeasured=2, seed=3)
+    calib = tmp_path / "calibration.json"
+    dirs = [write_trial_dir(t, tmp_path / "calib" / t.name) for t in trials]
+    run_calibration(trial_dirs=dirs, output=calib, measured=["m0", "m1", "m2", "m3"], unmeasured=["m5"],
+                    physics={"calibrate": ["strength_scale"], "calibration_max_iter": 10}, seed=1)
+    fitted = json.loads(calib.read_text())["parameters"]["strength_scale"]
+    assert sorted(fitted) == ["m0", "m1", "m2", "m3", "m5"]
+    out_a = _mse_run(tmp_path, "a", trials, calibration=calib)
+    state = json.loads((out_a / "mse.json").read_text())
+    assert state["muscles"] == ["m0", "m1", "m2", "m3", "m5"]  # m4 (measured, unlisted) and m6 left out
+    assert state["extrapolated"] == ["m5"]
+    assert (out_a / "lomo" / "m1" / "trial3.excitations.sto").is_file()
+    # Changing trial3's inverse dynamics (and a calibration fitted with it) must not change the
+    # fold in which trial3 is held out.
+    changed = list(trials)
+    changed[2] = trials[2].__class__(**{**trials[2].__dict__, "id_moment": trials[2].id_moment * 3.0 + 5.0})
+    dirs_b = [write_trial_dir(t, tmp_path / "calib_b" / t.name) for t in changed]
+    calib_b = tmp_path / "calibration_b.json"
+    run_calibration(trial_dirs=dirs_b, output=calib_b, measured=["m0", "m1", "m2", "m3"], unmeasured=["m5"],
+                    physics={"calibrate": ["strength_scale"], "calibration_max_iter": 10}, seed=1)
+    out_b = _mse_run(tmp_path, "b", changed, calibration=calib_b)
+    for f in ("trial3.moments.sto", "trial3.excitations.sto", "lomo/m1/trial3.excitations.sto"):
+        assert (out_a / f).read_bytes() == (out_b / f).read_bytes(), f
+    assert (out_a / "trial1.moments.sto").read_bytes() != (out_b / "trial1.moments.sto").read_bytes()
+
+
+def test_hidden_muscle_is_hidden_with_its_channel_siblings(tmp_path):
+    from musculo.estimators.so import SOEstimator
+    from musculo.evaluation import evaluate_estimator, hidden_groups
+
+    channels = {"c1": ["m0"], "c2": ["m1", "m2"]}
+    assert hidden_groups(["m1", "m0"], channels) == {"m1": ["m1", "m2"], "m0": ["m0"]}
+    assert hidden_groups(["m2"], None) == {"m2": ["m2"]}
+    seen: list[list[str]] = []
+
+    class Recording(SOEstimator):
+        def fit(self, trials, *, hidden=()):
+            seen.append(list(hidden))
+            return super().fit(trials, hidden=hidden)
+
+    trials = synthetic_trials(n_trials=2, n_frames=30)
+    table = evaluate_estimator(make_estimator=Recording, subject="syn", folds=make_folds(trials, n_folds=2),
+                               method="so", hide=["m1", "m2", "m0"], out_dir=tmp_path, channels=channels)
+    # per fold: one plain fit, one fit for {m1, m2} (shared by both), one for m0
+    assert seen == [[], ["m1", "m2"], ["m0"]] * 2
+    lomo = table[table["quantity"] == "excitation"]
+    assert set(lomo["channel"]) == {"m0", "m1", "m2"}

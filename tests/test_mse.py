@@ -58,3 +58,18 @@ def test_predict_before_fit_and_missing_state(tmp_path):
         MSEEstimator().predict(synthetic_trials(n_trials=1)[0])
     with pytest.raises(EstimatorError, match="mse.json"):
         MSEEstimator.load(tmp_path)
+
+
+def test_physics_prior_keeps_calibrated_parameters_near_the_model():
+    trials = synthetic_trials(n_trials=2, n_frames=60, seed=1)
+    stronger = [t.__class__(**{**t.__dict__, "id_moment": 1.5 * t.id_moment}) for t in trials]
+
+    def change(prior_weight: float) -> float:
+        est = MSEEstimator(physics={"prior_weight": prior_weight}, trainable_physics=["strength_scale"],
+                           n_synergies=2, max_iter=60, seed=0).fit(stronger)
+        scale = np.array(list(est.model_.to_dict()["strength_scale"].values()))
+        return float(np.abs(scale - 1.0).mean())
+
+    free, held = change(0.0), change(100.0)
+    assert free > 0.2  # the data ask for about 1.5x stronger muscles
+    assert held < 0.5 * free

@@ -131,3 +131,78 @@ def test_calibration_recovers_strength():
     # Moments 1.3x larger than the nominal model: the fitted strength rises by about that factor.
     assert np.median(strength) == pytest.approx(1.3, abs=0.1)
     json.dumps(rec)
+
+
+def _reference_activation(u, alpha_a, alpha_d):
+    """Per-frame autograd recursion (the definition the fast dynamics must match)."""
+    a = u[:, 0]
+    out = [a]
+    for t in range(1, u.shape[1]):
+        a = a + (u[:, t] - a) * torch.where(u[:, t] > a, alpha_a, alpha_d)
+        out.append(a)
+    return torch.stack(out, dim=1)
+
+
+def test_fast_activation_dynamics_match_the_recursion_and_its_gradient():
+    from musculo.physics.muscle import first_order_activation
+
+    gen = torch.Generator().manual_seed(0)
+    u = torch.rand((2, 40, 3), generator=gen, dtype=torch.float64).requires_grad_(True)
+    tau = torch.tensor(0.02, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand((2, 40, 3), generator=gen, dtype=torch.float64)
+
+    def run(fn):
+        alpha_a = 1 - torch.exp(-0.01 / tau)
+        alpha_d = 1 - torch.exp(-0.01 / (4 * tau))
+        a = fn(u, alpha_a, alpha_d)
+        loss = (weights * a**2).sum()
+        gu, gtau = torch.autograd.grad(loss, (u, tau))
+        return a.detach(), gu, gtau
+
+    fast, ref = run(first_order_activation), run(_reference_activation)
+    for x, y in zip(fast, ref, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda x, aa, ad: first_order_activation(x, aa, ad),
+        (u[:1, :12].detach().clone().requires_grad_(True),
+         torch.tensor(0.4, dtype=torch.float64, requires_grad=True),
+         torch.tensor(0.1, dtype=torch.float64, requires_grad=True)))
+
+
+def test_tables_rounding_times_differently_still_align(tmp_path):
+    import pandas as pd
+
+    from musculo.io.tables import write_sto
+
+    trial = synthetic_trials(n_trials=1, n_frames=30)[0]
+    d = write_trial_dir(trial, tmp_path / "t")
+    emg = trial.excitation_frame()
+    write_sto(d / "emg.sto", emg.set_axis(emg.index + 2e-6, axis=0))  # starts 2 us after the MA
+    loaded = load_trial(muscle_analysis=d / "muscle_analysis.npz", inverse_dynamics=d / "id.sto",
+                        emg=d / "emg.sto")
+    np.testing.assert_allclose(loaded.excitation[0], trial.excitation[0], atol=1e-3)
+    late = emg.set_axis(emg.index + 0.6 * trial.dt, axis=0)  # more than half a sample late
+    write_sto(d / "emg.sto", pd.DataFrame(late))
+    with pytest.raises(InputDataError, match="does not cover"):
+        load_trial(muscle_analysis=d / "muscle_analysis.npz", inverse_dynamics=d / "id.sto",
+                   emg=d / "emg.sto")
+
+
+def test_contact_window_keeps_force_plate_frames(tmp_path):
+    from musculo.physics.data import contact_window
+
+    trial = synthetic_trials(n_trials=1, n_frames=60)[0]  # 0 .. 0.983 s at 60 Hz
+    d = write_trial_dir(trial, tmp_path / "t")
+    (d / "events.json").write_text(json.dumps(
+        {"right": {"strike": [0.2], "off": [0.6]}, "left": {"strike": [0.5], "off": [0.8]}}))
+    assert contact_window(d / "events.json") == (0.2, 0.8)
+    cropped = load_trial_dir(d, window="contact")
+    assert cropped.name == "t"
+    assert cropped.time[0] >= 0.2 - 1e-9 and cropped.time[-1] <= 0.8 + 1e-9
+    assert cropped.n_frames == int(np.sum((trial.time >= 0.2 - 1e-9) & (trial.time <= 0.8 + 1e-9)))
+    np.testing.assert_allclose(cropped.id_moment, trial.id_moment[12:49], rtol=1e-5, atol=1e-6)
+    assert load_trial_dir(d).n_frames == 60
+    (d / "events.json").write_text(json.dumps({"right": {"strike": [], "off": []}, "left": {}}))
+    assert load_trial_dir(d, window="contact").n_frames == 60  # no contact: every frame, warned
+    with pytest.raises(InputDataError, match="physics.window"):
+        load_trial_dir(d, window="stance")

@@ -44,6 +44,9 @@ def expected_counts(ids: list[str]) -> dict[str, int]:
     counts.update({rule: len(emg) for rule in per_emg_subject})
     counts.update({rule: dynamic for rule in per_dynamic_trial})
     counts.update({"emg_envelope": emg_trials, "emg_excitations": emg_trials})
+    twins = [s for s in subjects if s.is_twin]
+    counts["twin_truth"] = len(twins)
+    counts.update({"twin_generate_" + s.id.replace("-", "_").replace(".", "_"): 1 for s in twins})
     return counts
 
 

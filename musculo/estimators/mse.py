@@ -7,7 +7,10 @@
    with non-negative weights ``w`` (k,), optionally plus a constant residual on each measured muscle.
 3. The weights minimise the normalised inverse-dynamics moment tracking error through the physics
    core (:class:`musculo.physics.muscle.MuscleModel`) plus ``magnitude_weight`` x the mean squared
-   extrapolated excitation (L-BFGS-B, deterministic).
+   extrapolated excitation (L-BFGS-B, deterministic). Physics parameters fitted jointly
+   (``trainable_physics``) add ``physics["prior_weight"]`` x their mean squared change as a
+   fraction of their bound range, so measured muscles are not made stronger or weaker than the
+   data demand to stand in for the extrapolated ones.
 
 On a new trial the synergy activations come from the trial's measured excitations with the
 synergy vectors fixed (non-negative least squares through scikit-learn), so prediction never uses
@@ -194,6 +197,18 @@ class MSEEstimator(Estimator):
         uidx = [first.muscles.index(m) for m in self.extrapolated_]
         scale = torch.as_tensor(np.concatenate([t.id_moment for t in trials]).std(axis=0) + 1e-3, dtype=DTYPE)
         n_frames = sum(t.n_frames for t in trials)
+        prior_weight = float(self.physics.get("prior_weight", 0.0))
+        calibrated = [getattr(model, k) for k in model.PER_MUSCLE + model.SHARED
+                      if getattr(model, k).raw.requires_grad]
+        start = [b.value.detach().clone() for b in calibrated]
+
+        def prior() -> torch.Tensor:
+            """Mean squared change of the calibrated parameters, as a fraction of their bound range."""
+            if not calibrated or prior_weight == 0.0:
+                return torch.zeros((), dtype=DTYPE)
+            terms = [(((b.value - s0) / (b.hi - b.lo)) ** 2).mean() for b, s0 in zip(calibrated, start,
+                                                                                   strict=True)]
+            return prior_weight * torch.stack(terms).mean()
 
         def loss_fn() -> torch.Tensor:
             residual = self.residual_bound * torch.tanh(residual_raw)
@@ -209,7 +224,8 @@ class MSEEstimator(Estimator):
                 total = total + (((out.moments - tt.id_moment) / scale) ** 2).sum()
                 mag = mag + (unm**2).sum()
             n_unm = max(len(uidx), 1)
-            return total / n_frames / len(self.coordinates_) + self.magnitude_weight * mag / n_frames / n_unm
+            return (total / n_frames / len(self.coordinates_) + self.magnitude_weight * mag / n_frames / n_unm
+                    + prior())
 
         physics_params = [p for p in model.parameters() if p.requires_grad]
         params = [weights, *physics_params] + ([residual_raw] if self.residuals else [])

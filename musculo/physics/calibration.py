@@ -4,7 +4,12 @@ The bounded subject parameters (per-muscle strength, optimal fibre and tendon sl
 EMG gains; shared activation time constant and non-linearity) are fitted on calibration trials
 against inverse-dynamics moments. Muscles without EMG that span a tracked coordinate are driven by
 synergy extrapolation (:class:`musculo.estimators.mse.MSEEstimator`) fitted jointly, so that the
-measured muscles are not made stronger to stand in for the unmeasured ones.
+measured muscles are not made stronger to stand in for the unmeasured ones; ``physics.prior_weight``
+pulls every calibrated parameter towards the scaled model's value. The modelled muscles are the
+subject's measured and ``unmeasured`` ones (:func:`musculo.physics.data.model_muscles`).
+
+The record is fitted on every given trial (the subject's deployable calibration); the held-out
+evaluation never reads it, each fold calibrating on its own training trials instead.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 from musculo import logger
 from musculo.errors import EstimatorError
 from musculo.io_utils import atomic_output
-from musculo.physics.data import TrialData, load_trial_dir
+from musculo.physics.data import TrialData, load_trial_dir, select_muscles
 
 DEFAULT_CALIBRATED = ("strength_scale", "optimal_fiber_length_scale", "tendon_slack_length_scale",
                       "emg_gain", "tau_act", "shape")
@@ -77,15 +82,22 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def run_calibration(
     *, trial_dirs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
-    coordinates: Sequence[str] | None = None, physics: dict[str, Any] | None = None,
+    coordinates: Sequence[str] | None = None, measured: Sequence[str] | None = None,
+    unmeasured: Sequence[str] | None = None, physics: dict[str, Any] | None = None,
     mse: dict[str, Any] | None = None, seed: int = 0, n_trials: int = 0,
 ) -> dict[str, Any]:
     """Calibrate a subject from its trial result folders and write ``output`` (calibration.json).
 
-    ``n_trials`` > 0 uses only the first that many trials.
+    ``n_trials`` > 0 uses only the first that many trials. ``measured`` / ``unmeasured`` select the
+    modelled muscle set (see :func:`musculo.physics.data.model_muscles`); both None model every
+    muscle. The record is fitted on every given trial: it is the subject's deployable calibration,
+    never an input of the held-out evaluation (see :func:`musculo.evaluation.run_method_evaluation`).
     """
     dirs = list(trial_dirs)[: n_trials or None]
-    trials = [load_trial_dir(d, coordinates=list(coordinates) if coordinates else None) for d in dirs]
+    window = str((physics or {}).get("window", "all"))
+    trials = [load_trial_dir(d, coordinates=list(coordinates) if coordinates else None, window=window)
+              for d in dirs]
+    trials = select_muscles(trials, measured=measured, unmeasured=unmeasured, source=str(output))
     record = calibrate(trials=trials, physics=physics, mse=mse, seed=seed)
     with atomic_output(output) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True))

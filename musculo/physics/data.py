@@ -7,7 +7,9 @@ puts them on the muscle analysis time base into one :class:`TrialData`.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -120,6 +122,20 @@ class TrialData:
         excitation[:, idx] = 0.0
         return replace(self, measured=measured, excitation=excitation)
 
+    def select(self, muscles: list[str] | tuple[str, ...]) -> TrialData:
+        """A copy holding only ``muscles`` (in the given order): the modelled muscle set.
+
+        Raises :class:`InputDataError` naming a muscle that is not in the trial.
+        """
+        idx = self.muscle_index(list(muscles))
+        so = None if self.so_activation is None else self.so_activation[:, idx]
+        return replace(
+            self, muscles=[self.muscles[i] for i in idx], mtu_length=self.mtu_length[:, idx],
+            mtu_velocity=self.mtu_velocity[:, idx], moment_arm=self.moment_arm[:, idx],
+            excitation=self.excitation[:, idx], measured=self.measured[idx], params=self.params.take(idx),
+            so_activation=so,
+        )
+
     def window(self, start: float, end: float, *, name: str | None = None) -> TrialData:
         """The frames with ``start <= time < end`` as a new trial."""
         keep = (self.time >= start) & (self.time < end)
@@ -143,7 +159,10 @@ def _id_column(columns: list[str], coordinate: str) -> str | None:
 
 def _resample(df: pd.DataFrame, time: np.ndarray, *, source: Path) -> np.ndarray:
     t = np.asarray(df.index, dtype=float)
-    if len(t) < 2 or t[0] > time[0] + 1e-6 or t[-1] < time[-1] - 1e-6:
+    # Tables written by different tools round their times differently (e.g. -1e-6 for 0): a gap of
+    # up to half a sample of the table is held at its edge value.
+    tol = max(1e-6, 0.5 * float(np.median(np.diff(t)))) if len(t) > 1 else 1e-6
+    if len(t) < 2 or t[0] > time[0] + tol or t[-1] < time[-1] - tol:
         raise InputDataError(
             f"{source}: time range [{t[0] if len(t) else 'nan'}, {t[-1] if len(t) else 'nan'}] does not "
             f"cover the muscle analysis time range [{time[0]}, {time[-1]}]; rerun that stage"
@@ -258,14 +277,43 @@ def load_trial(
     )
 
 
+def contact_window(events: PathLike) -> tuple[float, float] | None:
+    """The span from the first foot strike to the last foot off of ``events.json`` (s), if any.
+
+    The events are the force-plate contacts found at import, so inside this span the ground
+    reactions that inverse dynamics needs are measured (outside it a foot may be on the floor off
+    the plates and the inverse-dynamics moments are meaningless).
+    """
+    path = Path(events)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputDataError(f"{path}: cannot read the gait events ({exc}); rerun the import stage") from exc
+    strikes = [float(t) for side in data.values() for t in side.get("strike", [])]
+    offs = [float(t) for side in data.values() for t in side.get("off", [])]
+    if not strikes or not offs or max(offs) <= min(strikes):
+        return None
+    return min(strikes), max(offs)
+
+
+WINDOWS = ("all", "contact")
+
+
 def load_trial_dir(
     trial_dir: PathLike, *, coordinates: list[str] | tuple[str, ...] | None = None,
-    with_emg: bool = True, with_so: bool = False,
+    with_emg: bool = True, with_so: bool = False, window: str = "all",
 ) -> TrialData:
-    """Load ``results/<s>/<t>/`` (``muscle_analysis.npz``, ``id.sto``, ``emg.sto``, ``so_activation.sto``)."""
+    """Load ``results/<s>/<t>/`` (``muscle_analysis.npz``, ``id.sto``, ``emg.sto``, ``so_activation.sto``).
+
+    ``window``: ``"all"`` keeps every frame; ``"contact"`` keeps the frames inside
+    :func:`contact_window` of the folder's ``events.json`` (every frame, with a warning, when the
+    trial has no foot strike and foot off on a plate).
+    """
+    if window not in WINDOWS:
+        raise InputDataError(f"physics.window: {window!r} is not one of {list(WINDOWS)}")
     d = Path(trial_dir)
     emg = d / "emg.sto"
-    return load_trial(
+    trial = load_trial(
         muscle_analysis=d / "muscle_analysis.npz",
         inverse_dynamics=d / "id.sto",
         emg=emg if with_emg and emg.is_file() else None,
@@ -273,3 +321,65 @@ def load_trial_dir(
         coordinates=coordinates,
         name=d.name,
     )
+    if window == "contact":
+        span = contact_window(d / "events.json")
+        if span is None:
+            logger.warning("%s: no foot strike and foot off on a force plate; every frame kept",
+                           d / "events.json")
+            return trial
+        start, end = max(span[0], trial.time[0]), min(span[1], trial.time[-1])
+        trial = trial.window(start - 1e-9, end + 1e-9, name=trial.name)
+        logger.info("%s: frames of %.3f-%.3f s (force-plate contact), %d frames", d.name, start, end,
+                    trial.n_frames)
+    return trial
+
+
+def model_muscles(
+    trials: Sequence[TrialData], *, measured: Sequence[str], unmeasured: Sequence[str],
+    source: str = "subject file",
+) -> list[str]:
+    """The modelled muscle set of a subject (CEINMS-style muscle selection), in model order.
+
+    Holds the ``measured`` muscles (the EMG channel map) that have an excitation in every trial,
+    plus the ``unmeasured`` muscles (to be estimated); every other model muscle is left out.
+    A measured muscle without EMG in some trial (its channel failed quality) is left out with a
+    warning rather than estimated, so estimators extrapolate exactly the ``unmeasured`` list.
+    Raises :class:`InputDataError` naming ``source`` when a listed muscle is not in the model or
+    no muscle is left.
+    """
+    if not trials:
+        raise InputDataError(f"{source}: no trials to select muscles from")
+    names = list(trials[0].muscles)
+    listed = list(dict.fromkeys([*measured, *unmeasured]))
+    absent = [m for m in listed if m not in names]
+    if absent:
+        raise InputDataError(
+            f"{source}: muscles {absent} (emg.channels / unmeasured) are not in the scaled model "
+            f"(muscles: {names}); fix the muscle names in the subject file"
+        )
+    with_emg = [m for m in measured if all(t.measured[t.muscles.index(m)] for t in trials)]
+    dropped = [m for m in dict.fromkeys(measured) if m not in with_emg]
+    if dropped:
+        logger.warning("%s: measured muscles %s have no usable EMG in every trial (channel quality); "
+                       "left out of the model", source, dropped)
+    overlap = sorted(set(unmeasured) & set(measured))
+    if overlap:
+        raise InputDataError(f"{source}: muscles {overlap} are listed both in emg.channels and in "
+                             "unmeasured; list each muscle once")
+    keep = set(with_emg) | set(unmeasured)
+    if not keep:
+        raise InputDataError(f"{source}: no muscle left to model; list emg.channels or unmeasured")
+    return [m for m in names if m in keep]
+
+
+def select_muscles(
+    trials: Sequence[TrialData], *, measured: Sequence[str] | None = None,
+    unmeasured: Sequence[str] | None = None, source: str = "subject file",
+) -> list[TrialData]:
+    """``trials`` restricted to :func:`model_muscles` (unchanged when both lists are None)."""
+    if measured is None and unmeasured is None:
+        return list(trials)
+    keep = model_muscles(trials, measured=list(measured or []), unmeasured=list(unmeasured or []),
+                         source=source)
+    logger.info("%s: modelling %d of %d muscles: %s", source, len(keep), len(trials[0].muscles), keep)
+    return [t.select(keep) for t in trials]

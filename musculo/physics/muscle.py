@@ -212,13 +212,7 @@ class MuscleModel(nn.Module):
         tau_a = self.tau_act.value
         alpha_a = 1.0 - torch.exp(-dt / tau_a)
         alpha_d = 1.0 - torch.exp(-dt / (self.deactivation_ratio * tau_a))
-        a = u[:, 0]
-        out = [a]
-        for t in range(1, u.shape[1]):
-            ut = u[:, t]
-            a = a + (ut - a) * torch.where(ut > a, alpha_a, alpha_d)
-            out.append(a)
-        act = torch.stack(out, dim=1)
+        act = first_order_activation(u, alpha_a, alpha_d)
         return self.nonlinearity(act)
 
     def nonlinearity(self, activation: torch.Tensor) -> torch.Tensor:
@@ -283,6 +277,69 @@ class MuscleModel(nn.Module):
         act = self.activation(u, dt)
         force = self.force(act, mtu_length, mtu_velocity)
         return MuscleOutput(self.moments(force, moment_arm), act, force)
+
+
+class _FirstOrder(torch.autograd.Function):
+    """``a[t] = a[t-1] + (u[t] - a[t-1]) * (alpha_a if u[t] > a[t-1] else alpha_d)``, ``a[0] = u[0]``.
+
+    The recursion runs as a NumPy loop over time (vectorised over batch and muscles) and its
+    gradient as the reverse-time adjoint loop, instead of one autograd node per frame.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, alpha_a: torch.Tensor, alpha_d: torch.Tensor) -> torch.Tensor:
+        un = u.detach().cpu().numpy()
+        aa, ad = float(alpha_a), float(alpha_d)
+        out = np.empty_like(un)
+        rising = np.zeros(un.shape, dtype=bool)
+        a = un[:, 0].copy()
+        out[:, 0] = a
+        for t in range(1, un.shape[1]):
+            up = un[:, t] > a
+            rising[:, t] = up
+            a = a + (un[:, t] - a) * np.where(up, aa, ad)
+            out[:, t] = a
+        ctx.save_for_backward(u, alpha_a, alpha_d)
+        ctx.np_cache = (un, out, rising, aa, ad)
+        return torch.as_tensor(out, dtype=u.dtype, device=u.device)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        u, alpha_a, alpha_d = ctx.saved_tensors
+        un, out, rising, aa, ad = ctx.np_cache
+        g = grad.detach().cpu().numpy()
+        grad_u = np.zeros_like(un)
+        grad_aa = 0.0
+        grad_ad = 0.0
+        lam = g[:, -1].copy()
+        for t in range(un.shape[1] - 1, 0, -1):
+            up = rising[:, t]
+            alpha = np.where(up, aa, ad)
+            grad_u[:, t] = lam * alpha
+            d_alpha = lam * (un[:, t] - out[:, t - 1])
+            grad_aa += float(d_alpha[up].sum())
+            grad_ad += float(d_alpha[~up].sum())
+            lam = g[:, t - 1] + lam * (1.0 - alpha)
+        grad_u[:, 0] = lam
+
+        def as_t(x: Any, like: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=like.dtype, device=like.device).reshape(like.shape)
+
+        return (as_t(grad_u, u) if ctx.needs_input_grad[0] else None,
+                as_t(grad_aa, alpha_a) if ctx.needs_input_grad[1] else None,
+                as_t(grad_ad, alpha_d) if ctx.needs_input_grad[2] else None)
+
+
+def first_order_activation(u: torch.Tensor, alpha_a: torch.Tensor, alpha_d: torch.Tensor) -> torch.Tensor:
+    """First-order activation dynamics of excitations ``u`` (B, T, M), differentiable.
+
+    ``alpha_a`` / ``alpha_d`` (scalar tensors) are the per-frame gains ``1 - exp(-dt / tau)`` of
+    rising and falling activation; the initial activation equals the first excitation.
+    """
+    if u.shape[1] == 0:
+        return u
+    return _FirstOrder.apply(u, torch.as_tensor(alpha_a, dtype=u.dtype),
+                             torch.as_tensor(alpha_d, dtype=u.dtype))
 
 
 def _delay(u: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

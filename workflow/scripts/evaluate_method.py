@@ -9,6 +9,6 @@ with job_logging(snakemake.log[0]):
     run_method_evaluation(
         subject=snakemake.wildcards.subject,
         out_dir=Path(snakemake.output.evaluation).parent,
-        calibration=snakemake.input.get("calibration"),
+        calibration=snakemake.input.get("calibration") or None,
         **dict(snakemake.params.items()),
     )
