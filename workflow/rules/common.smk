@@ -1,5 +1,6 @@
 """Subject and trial helpers shared by the rules (logic lives in the musculo package)."""
 
+import re
 from pathlib import Path
 
 from musculo.subject import discover_subjects, load_subject
@@ -56,3 +57,24 @@ def res(s, *parts):
 def all_targets():
     """Final outputs of every subject (the workflow's default target)."""
     return [res(s, "report.html") for s in SUBJECTS] + ["results/summary.html", "results/summary.tsv"]
+
+
+def import_static_names():
+    """Regex of the static trial names (imported by import_static)."""
+    return "|".join(sorted({re.escape(static_trial(s)) for s in SUBJECTS})) or "NONE"
+
+
+def emg_trials(s):
+    """Trials of subject s whose EMG is processed (dynamic and MVC)."""
+    return [t for t in trials(s) if t in trials(s, "dynamic") + trials(s, "mvc")]
+
+
+def twin_subjects():
+    """Ids of the digital-twin subjects."""
+    return [s for s in SUBJECTS if subject(s).is_twin]
+
+
+def twin_evaluated(s):
+    """Estimator evaluation tables the truth evaluation waits for (their predictions sit beside them)."""
+    methods = [m for m in config["twin"]["truth_methods"] if m in ("mse", "nmm")]
+    return [res(s, m, "evaluation.tsv") for m in methods if subject(s).emg_channels]

@@ -1,18 +1,3 @@
-def emg_trials(s):
-    """Trials of subject s whose EMG is processed (dynamic and MVC)."""
-    return [t for t in trials(s) if t in trials(s, "dynamic") + trials(s, "mvc")]
-
-
-def emg_targets(s):
-    """Every EMG output of subject s (none when it has no EMG)."""
-    if s not in emg_subjects():
-        return []
-    out = [res(s, "emg_normalisation.json")]
-    for t in emg_trials(s):
-        out += [res(s, t, f) for f in ("emg_envelope.sto", "emg_quality.json")]
-    return out + [res(s, t, "emg.sto") for t in dynamic_trials(s)]
-
-
 rule emg_envelope:
     """Band-pass, rectify and low-pass one trial's EMG onto the marker time base; flag bad channels."""
     input:

@@ -1,20 +1,3 @@
-import re
-
-
-def import_static_names():
-    """Regex of the static trial names (imported by import_static)."""
-    return "|".join(sorted({re.escape(static_trial(s)) for s in SUBJECTS})) or "NONE"
-
-
-def import_targets(s):
-    """Every import output of subject s."""
-    out = [res(s, static_trial(s), "markers.trc")]
-    for t in trials(s):
-        if t != static_trial(s):
-            out += [res(s, t, f) for f in ("markers.trc", "grf.mot", "external_loads.xml", "events.json", "emg_raw.npz")]
-    return out
-
-
 rule import_static:
     """Import a static trial: markers in OpenSim's frame."""
     input:

@@ -3,17 +3,6 @@
 TW = config["twin"]
 
 
-def twin_subjects():
-    """Ids of the digital-twin subjects."""
-    return [s for s in SUBJECTS if subject(s).is_twin]
-
-
-def twin_evaluated(s):
-    """Estimator evaluation tables the truth evaluation waits for (their predictions sit beside them)."""
-    methods = [m for m in TW["truth_methods"] if m in ("mse", "nmm")]
-    return [res(s, m, "evaluation.tsv") for m in methods if subject(s).emg_channels]
-
-
 # One generation rule per twin subject (twin_generate_<id>, "-" as "_"): each twin names its own
 # trial files in its subject.yaml, and a rule's outputs cannot be computed from a wildcard.
 for _twin in twin_subjects():
