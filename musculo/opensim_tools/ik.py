@@ -149,6 +149,20 @@ def check_tasks(*, task_set: Any, model: Any, trial_markers: Sequence[str], sour
     return usable
 
 
+def first_strike(events: PathLike) -> float | None:
+    """Time (s) of the earliest foot strike in an ``events.json`` (None when it has none)."""
+    import json
+
+    p = require_file(events, what="events file", field="events")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputDataError(f"{p}: not valid JSON ({exc}); rerun the import stage") from exc
+    values = [s for side in data.values() if isinstance(side, dict) for s in side.get("strike", [])]
+    strikes = [float(s) for s in values if isinstance(s, int | float) and np.isfinite(s)]
+    return min(strikes) if strikes else None
+
+
 def run_ik(
     *,
     model: PathLike,
@@ -159,6 +173,8 @@ def run_ik(
     task_set: PathLike | None = None,
     time_range: Sequence[float] | None = None,
     max_frames: int | None = None,
+    events: PathLike | None = None,
+    strike_lead: float | None = None,
     marker_weights: Mapping[str, float] | None = None,
     default_weight: float = 1.0,
     accuracy: float | None = None,
@@ -173,13 +189,27 @@ def run_ik(
     from ``task_set`` (an IKTaskSet XML, or an IK tool setup whose accuracy and constraint weight
     are used too), else one task per model marker present in the trial weighted by
     ``marker_weights``. Frames whose largest marker error exceeds ``flag_limit`` (m) are flagged
-    in the returned summary and the log.
+    in the returned summary and the log. With ``events`` (the trial's ``events.json``) and
+    ``strike_lead`` (s), the window starts that long before the first foot strike, so a short
+    window (``max_frames``) still holds ground contact; the later stages follow IK's window.
     """
     route_opensim_log(log)
     opensim = import_opensim()
     trc = require_file(markers_trc, what="marker file", field="markers_trc")
     osim = load_model(model)
     times = np.asarray(opensim.TimeSeriesTableVec3(str(trc)).getIndependentColumn(), dtype=float)
+    if events is not None and strike_lead is not None:
+        strike = first_strike(events)
+        if strike is None:
+            logger.warning(
+                "IK %s: no foot strike in %s; the window starts at the trial start", trc.name, events
+            )
+        else:
+            lo = max(float(times[0]), strike - float(strike_lead))
+            if time_range is not None:
+                lo = max(lo, float(time_range[0]))
+            hi = float(time_range[1]) if time_range is not None else float(times[-1])
+            time_range = [lo, hi] if lo < hi else time_range
     start, end = time_window(times, time_range=time_range, max_frames=max_frames, source=trc)
     present = sorted(trc_markers(trc, start=start, end=end))
 

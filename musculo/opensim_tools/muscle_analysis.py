@@ -6,7 +6,7 @@ the physics core loads directly: see docs/DEVELOPING.md for its keys.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,86 @@ def _columns(df: Any, names: Sequence[str], path: Path) -> np.ndarray:
     return df[list(names)].to_numpy(dtype=float)
 
 
+def spanned_coordinates(
+    *, model: Any, muscles: Sequence[str], coordinates: Sequence[str]
+) -> dict[str, list[str]]:
+    """The coordinates of ``coordinates`` that each muscle spans, from the model's topology.
+
+    A muscle spans the coordinates of every joint between the bodies its path points sit on (up
+    to their nearest common ancestor in the body tree); a coordinate coupled to others by a
+    CoordinateCouplerConstraint (e.g. a patella driven by the knee angle) stands for the
+    coordinates it depends on. Its moment arm about any other coordinate is zero.
+    """
+    opensim = import_opensim()
+    parent: dict[str, tuple[str, Any]] = {}
+    for joint in model.getJointSet():
+        child = joint.getChildFrame().findBaseFrame().getName()
+        parent[child] = (joint.getParentFrame().findBaseFrame().getName(), joint)
+    coupled: dict[str, list[str]] = {}
+    for constraint in model.getConstraintSet():
+        coupler = opensim.CoordinateCouplerConstraint.safeDownCast(constraint)
+        if coupler is not None:
+            ind = coupler.getIndependentCoordinateNames()
+            coupled[coupler.getDependentCoordinateName()] = [ind.get(k) for k in range(ind.getSize())]
+
+    def ancestors(body: str) -> list[str]:
+        chain = [body]
+        while chain[-1] in parent and parent[chain[-1]][0] != chain[-1]:
+            chain.append(parent[chain[-1]][0])
+        return chain
+
+    def independent(name: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        if name not in coupled or name in seen:
+            return [name]
+        return [c for dep in coupled[name] for c in independent(dep, seen | {name})]
+
+    wanted = set(coordinates)
+    out: dict[str, list[str]] = {}
+    for name in muscles:
+        points = model.getMuscles().get(name).getGeometryPath().getPathPointSet()
+        bodies = {points.get(i).getParentFrame().findBaseFrame().getName() for i in range(points.getSize())}
+        chains = [ancestors(b) for b in sorted(bodies)]
+        common = set.intersection(*(set(c) for c in chains)) if chains else set()
+        spanned: set[str] = set()
+        for chain in chains:
+            for body in chain:
+                if body in common:
+                    break
+                joint = parent[body][1]
+                for i in range(joint.numCoordinates()):
+                    spanned.update(independent(joint.get_coordinates(i).getName()))
+        out[name] = [c for c in coordinates if c in spanned and c in wanted]
+    return out
+
+
+def analysis_groups(
+    *, spanned: Mapping[str, Sequence[str]], coordinates: Sequence[str]
+) -> list[tuple[list[str], list[str]]]:
+    """Split muscles into groups that share no coordinate: ``[(muscles, coordinates), ...]``.
+
+    Each group's moment arms are computed only about its own coordinates (one MuscleAnalysis
+    per group), which skips the muscle-coordinate pairs whose moment arm is zero by topology.
+    Muscles that span none of the coordinates form a last group without coordinates. Muscle
+    order follows ``spanned``, coordinate order ``coordinates``.
+    """
+    groups: list[tuple[list[str], set[str]]] = []
+    idle: list[str] = []
+    for muscle, coords in spanned.items():
+        if not coords:
+            idle.append(muscle)
+            continue
+        merged = ([muscle], set(coords))
+        for group in [g for g in groups if g[1] & merged[1]]:
+            groups.remove(group)
+            merged = (group[0] + merged[0], group[1] | merged[1])
+        groups.append(merged)
+    order = {m: i for i, m in enumerate(spanned)}
+    result = [(sorted(ms, key=order.__getitem__), [c for c in coordinates if c in cs]) for ms, cs in groups]
+    if idle:
+        result.append((idle, []))
+    return result
+
+
 def run_muscle_analysis(
     *,
     model: PathLike,
@@ -82,6 +162,8 @@ def run_muscle_analysis(
     max_frames: int | None = None,
     muscles: Sequence[str] | None = None,
     lowpass_hz: float = 6.0,
+    spanned_only: bool = True,
+    coordinates: Sequence[str] | None = None,
     log: PathLike | None = None,
 ) -> dict[str, Any]:
     """Run OpenSim's MuscleAnalysis (and Kinematics) on IK coordinates; pack them in an npz.
@@ -90,7 +172,13 @@ def run_muscle_analysis(
     about every free coordinate, filtered coordinates ``q`` (rad or m) and speeds ``qdot``,
     and the model's muscle parameters. MTU velocity is ``-sum_c moment_arm_c * qdot_c`` (moment
     arms are ``-dL/dq``), exact for the filtered kinematics. OpenSim's ``.sto`` files go to
-    ``sto_dir``.
+    ``sto_dir``. With ``spanned_only``, moment arms are computed only about the coordinates each
+    muscle spans (:func:`spanned_coordinates`; the others are zero by topology), one
+    MuscleAnalysis per group of muscles sharing coordinates (``ma_MuscleAnalysis<k>_*.sto``);
+    otherwise about every free coordinate in one MuscleAnalysis (``ma_MuscleAnalysis_*.sto``).
+    ``coordinates`` (e.g. the coordinates a subject tracks) restricts the analysis to those free
+    coordinates, for short runs: MTU velocity is then the time derivative of a cubic spline through
+    the MTU lengths, because moment arms about the other coordinates are not computed.
     """
     route_opensim_log(log, level="Warn")
     opensim = import_opensim()
@@ -105,6 +193,23 @@ def run_muscle_analysis(
     if not names:
         raise OpenSimToolError(f"model {model_path} has no muscles to analyse")
     coords = free_coordinates(osim)
+    if coordinates:
+        known = {osim.getCoordinateSet().get(i).getName() for i in range(osim.getNumCoordinates())}
+        wrong = [c for c in coordinates if c not in known]
+        if wrong:
+            raise InputDataError(
+                f"coordinates: {wrong} are not coordinates of {model_path} (free ones: {coords}); "
+                f"fix `coordinates` in the subject file"
+            )
+        fixed = [c for c in coordinates if c not in coords]
+        if fixed:
+            logger.warning("MA: coordinates %s are locked or constrained in %s; left out", fixed, model_path)
+        coords = [c for c in coords if c in set(coordinates)]
+        if not coords:
+            raise InputDataError(
+                f"coordinates: none of {list(coordinates)} is a free coordinate of {model_path}; "
+                f"fix `coordinates` in the subject file"
+            )
     start, end = time_window(
         table_times(coords_file), time_range=time_range, max_frames=max_frames, source=coords_file
     )
@@ -120,23 +225,31 @@ def run_muscle_analysis(
         tool.setInitialTime(start)
         tool.setFinalTime(end)
         tool.setSolveForEquilibrium(True)
-        ma = opensim.MuscleAnalysis()
-        ma.setStartTime(start)
-        ma.setEndTime(end)
-        ma.setComputeMoments(True)
-        mus = opensim.ArrayStr()
-        for name in names:
-            mus.append(name)
-        ma.setMuscles(mus)
-        crd = opensim.ArrayStr()
-        for name in coords:
-            crd.append(name)
-        ma.setCoordinates(crd)
+        if spanned_only:
+            spanned = spanned_coordinates(model=osim, muscles=names, coordinates=coords)
+            groups = analysis_groups(spanned=spanned, coordinates=coords)
+            labels = [f"MuscleAnalysis{k + 1}" for k in range(len(groups))]
+        else:
+            groups, labels = [(names, coords)], ["MuscleAnalysis"]
+        for label, (group_muscles, group_coords) in zip(labels, groups, strict=True):
+            ma = opensim.MuscleAnalysis()
+            ma.setName(label)
+            ma.setStartTime(start)
+            ma.setEndTime(end)
+            ma.setComputeMoments(bool(group_coords))
+            mus = opensim.ArrayStr()
+            for name in group_muscles:
+                mus.append(name)
+            ma.setMuscles(mus)
+            crd = opensim.ArrayStr()
+            for name in group_coords or coords[:1]:
+                crd.append(name)
+            ma.setCoordinates(crd)
+            tool.getAnalysisSet().cloneAndAppend(ma)
         kin = opensim.Kinematics()
         kin.setStartTime(start)
         kin.setEndTime(end)
         kin.setInDegrees(False)
-        tool.getAnalysisSet().cloneAndAppend(ma)
         tool.getAnalysisSet().cloneAndAppend(kin)
         tool.setResultsDir(str(out_dir.resolve()))
         tool.printToXML(str(tmp / "ma_setup.xml"))
@@ -144,12 +257,14 @@ def run_muscle_analysis(
         tool.printToXML(str(tmp / "run_setup.xml"))
         runner = opensim.AnalyzeTool(str(tmp / "run_setup.xml"))
         logger.info(
-            "MA %s: %.3f-%.3f s, %d muscles x %d coordinates",
+            "MA %s: %.3f-%.3f s, %d muscles x %d coordinates, %d moment arms per frame in %d group(s)",
             coords_file.name,
             start,
             end,
             len(names),
             len(coords),
+            sum(len(m) * len(c) for m, c in groups),
+            len(groups),
         )
         if not runner.run():
             raise OpenSimToolError(f"muscle analysis failed on {coords_file}; see the job log")
@@ -159,9 +274,24 @@ def run_muscle_analysis(
             df = check_table(path, tool="muscle analysis")
             return df.index.to_numpy(dtype=float), _columns(df, columns, path)
 
-        time, length = table("MuscleAnalysis_Length", names)
-        _, fiber = table("MuscleAnalysis_FiberLength", names)
-        arms = np.stack([table(f"MuscleAnalysis_MomentArm_{c}", names)[1] for c in coords], axis=2)
+        column = {m: j for j, m in enumerate(names)}
+        crd_index = {c: k for k, c in enumerate(coords)}
+        time = np.empty(0)
+        length = fiber = arms = np.empty(0)
+        for g, (label, (group_muscles, group_coords)) in enumerate(zip(labels, groups, strict=True)):
+            cols = [column[m] for m in group_muscles]
+            t_g, len_g = table(f"{label}_Length", group_muscles)
+            if g == 0:
+                time = t_g
+                length = np.zeros((time.size, len(names)))
+                fiber = np.zeros((time.size, len(names)))
+                arms = np.zeros((time.size, len(names), len(coords)))
+            elif t_g.shape != time.shape or not np.allclose(t_g, time):
+                raise OutputCheckError(f"muscle analysis: {label} has other frames than {labels[0]}")
+            length[:, cols] = len_g
+            fiber[:, cols] = table(f"{label}_FiberLength", group_muscles)[1]
+            for c in group_coords:
+                arms[:, cols, crd_index[c]] = table(f"{label}_MomentArm_{c}", group_muscles)[1]
         q_df = read_sto(results / "ma_Kinematics_q.sto")
         u_df = read_sto(results / "ma_Kinematics_u.sto")
         q = _columns(q_df, coords, results / "ma_Kinematics_q.sto")
@@ -174,10 +304,19 @@ def run_muscle_analysis(
             raise OutputCheckError(
                 f"muscle analysis: {len(time)} frames of lengths but {len(q)} of kinematics"
             )
-        velocity = -np.einsum("tmc,tc->tm", arms, qdot)
+        if coordinates:
+            from scipy.interpolate import CubicSpline
+
+            velocity = CubicSpline(time, length, axis=0)(time, 1)
+        else:
+            velocity = -np.einsum("tmc,tc->tm", arms, qdot)
         params = muscle_parameters(osim, names)
-        if np.any(length <= 0) or np.any(fiber <= 0):
-            raise OutputCheckError("muscle analysis: non-positive muscle-tendon or fibre lengths")
+        if np.any(length <= 0) or np.any(fiber < 0):
+            raise OutputCheckError("muscle analysis: non-positive muscle-tendon or negative fibre lengths")
+        slack = [f"{names[j]} ({int(n)} frames)" for j, n in enumerate((fiber <= 0).sum(axis=0)) if n]
+        if slack:
+            # a muscle-tendon unit shorter than its tendon slack length: OpenSim clamps the fibre
+            logger.warning("MA %s: fibre length 0 (slack muscle-tendon unit) in %s", coords_file.name, slack)
         payload = {
             "time": time,
             "muscles": np.array(names, dtype=str),

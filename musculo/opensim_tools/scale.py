@@ -188,6 +188,7 @@ def scale_model(
     max_marker_error: float | None = None,
     scale_bounds: Sequence[float] = (0.5, 2.0),
     min_markers: int = 6,
+    min_marker_coverage: float = 0.5,
     marker_weights: Mapping[str, float] | None = None,
     preserve_mass_distribution: bool = True,
     log: PathLike | None = None,
@@ -197,7 +198,9 @@ def scale_model(
     The measurement set (marker pairs per body), the manual scale set and the marker-placement
     task weights come from ``scale_setup`` when given (its file paths are replaced); without it,
     each body is scaled by the distances between the trial markers on it. ``marker_weights``
-    overrides marker-placement weights. Stops with a specific error when a scale factor is outside
+    overrides marker-placement weights. A marker seen in fewer than ``min_marker_coverage`` of
+    the static frames (a gap-filled ghost or a mislabelled blip) is left out of marker placement
+    and of the marker error, with a warning. Stops with a specific error when a scale factor is outside
     ``scale_bounds`` or the marker RMS (m) after placement exceeds ``max_marker_rms``. Writes the
     scaled model, the resolved setup and ``quality_out`` (JSON: scale factors, per-marker error,
     RMS and max, m).
@@ -211,7 +214,19 @@ def scale_model(
     marker_set_path = Path(marker_set).resolve()
     times = np.asarray(opensim.TimeSeriesTableVec3(str(trc)).getIndependentColumn(), dtype=float)
     start, end = time_window(times, time_range=time_range, source=trc)
-    present = trc_markers(trc, start=start, end=end)
+    seen = trc_markers(trc, start=start, end=end)
+    coverage = {name: float(np.isfinite(xyz).all(axis=1).mean()) for name, xyz in seen.items()}
+    sparse = sorted(n for n, c in coverage.items() if c < min_marker_coverage and n in model_markers)
+    if sparse:
+        logger.warning(
+            "scale: %s: markers %s are seen in fewer than %.0f%% of the static frames (%s); "
+            "they are left out of marker placement",
+            trc.name,
+            sparse,
+            100 * min_marker_coverage,
+            ", ".join(f"{n} {100 * coverage[n]:.0f}%" for n in sparse),
+        )
+    present = {n: xyz for n, xyz in seen.items() if n not in sparse}
     usable = sorted(set(present) & set(model_markers))
     if len(usable) < min_markers:
         raise TooFewMarkersError(
@@ -256,6 +271,9 @@ def scale_model(
     placer = tool.getMarkerPlacer()
     tasks = placer.getIKTaskSet()
     apply_marker_weights(tasks, marker_weights)
+    for i in range(tasks.getSize()):
+        if tasks.get(i).getName() in sparse:
+            tasks.get(i).setApply(False)
     if tasks.getSize() == 0:
         for name in usable:
             task = opensim.IKMarkerTask()

@@ -24,6 +24,14 @@ def read_inputs(path: PathLike) -> dict[str, Any]:
     return data
 
 
+def trial_window(*, subject: Any, trial: str, default: list[float] | None = None) -> list[float] | None:
+    """The trial's own ``time_range`` (s) from the subject file, else ``default``."""
+    for t in subject.trials:
+        if t.name == trial and t.time_range:
+            return list(t.time_range)
+    return default
+
+
 def scale_subject(*, inputs_json: PathLike, **kwargs: Any) -> dict[str, Any]:
     """:func:`scale_model` with the generic model, marker set and scale setup of ``inputs_json``."""
     data = read_inputs(inputs_json)

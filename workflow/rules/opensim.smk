@@ -1,14 +1,8 @@
 """OpenSim stages: scale, IK, ID, static optimization, muscle analysis, quality table."""
 
+from musculo.opensim_tools.stages import trial_window
+
 OS = config["opensim"]
-
-
-def _window(w):
-    """The trial's own time_range, else the configured one."""
-    for t in subject(w.subject).trials:
-        if t.name == w.trial and t.time_range:
-            return list(t.time_range)
-    return OS["time_range"]
 
 
 rule scale:
@@ -29,7 +23,10 @@ rule scale:
         max_marker_rms=OS["max_marker_rms"],
         max_marker_error=OS["max_marker_error"],
         min_markers=OS["min_static_markers"],
+        min_marker_coverage=OS["min_marker_coverage"],
         marker_weights=OS["marker_weights"],
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/opensim_scale.py"
 
@@ -40,6 +37,7 @@ rule ik:
         inputs=res("{subject}", "inputs.json"),
         model=res("{subject}", "model", "scaled.osim"),
         markers=res("{subject}", "{trial}", "markers.trc"),
+        events=res("{subject}", "{trial}", "events.json"),
     output:
         mot=res("{subject}", "{trial}", "ik.mot"),
         setup=res("{subject}", "{trial}", "ik_setup.xml"),
@@ -47,10 +45,13 @@ rule ik:
     log:
         "results/logs/{subject}/ik/{trial}.log",
     params:
-        time_range=_window,
+        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=OS["time_range"]),
         max_frames=OS["max_frames"],
+        strike_lead=OS["strike_lead"],
         marker_weights=OS["marker_weights"],
         flag_limit=OS["ik_flag_limit"],
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/opensim_ik.py"
 
@@ -70,9 +71,11 @@ rule id:
         "results/logs/{subject}/id/{trial}.log",
     params:
         lowpass_hz=OS["lowpass_hz"],
-        time_range=_window,
+        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=OS["time_range"]),
         max_frames=OS["max_frames"],
         height=lambda w: subject(w.subject).height,
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/opensim_id.py"
 
@@ -95,8 +98,10 @@ rule so:
         reserve_optimal_force=OS["reserve_optimal_force"],
         residual_optimal_force=OS["residual_optimal_force"],
         lowpass_hz=OS["lowpass_hz"],
-        time_range=_window,
+        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=OS["time_range"]),
         max_frames=OS["max_frames"],
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/opensim_so.py"
 
@@ -114,8 +119,11 @@ rule muscle_analysis:
         "results/logs/{subject}/muscle_analysis/{trial}.log",
     params:
         lowpass_hz=OS["lowpass_hz"],
-        time_range=_window,
+        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=OS["time_range"]),
         max_frames=OS["max_frames"],
+        coordinates=lambda w: subject(w.subject).coordinates if OS["ma_coordinates"] == "tracked" else None,
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/opensim_muscle_analysis.py"
 
@@ -137,5 +145,7 @@ rule quality:
         ik_flag_limit=OS["ik_flag_limit"],
         residual_force_pct_limit=OS["residual_force_pct_limit"],
         reserve_limit=OS["reserve_limit"],
+    conda:
+        "../envs/musculo.yaml"
     script:
         "../scripts/opensim_quality.py"

@@ -6,6 +6,7 @@ with job_logging(snakemake.log[0]):
         inputs_json=snakemake.input.inputs,
         model=snakemake.input.model,
         markers_trc=snakemake.input.markers,
+        events=snakemake.input.events,
         output_mot=snakemake.output.mot,
         setup_out=snakemake.output.setup,
         errors_out=snakemake.output.errors,
