@@ -10,8 +10,10 @@ config/config.yaml (plus ``--overlay`` files). Without processed results, ``--sy
 synthetic subjects shaped like the demo subjects (muscles, coordinates, frame rate, duration).
 
 Latency is the wall time of one call on a 100 ms window of input frames, single-threaded, after a
-warm-up: "network" is the excitation prediction alone, "network+physics" adds activation dynamics,
-Hill forces and joint moments (the whole NMM forward pass).
+warm-up: "features+network" is the excitation prediction from raw inputs (input normalisation, the
+synergy activations of the measured excitations by non-negative least squares, the network and its
+output head), "network+physics" is the whole NMM forward pass from ready features (network, then
+activation dynamics, Hill forces and joint moments).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ SYNTHETIC = {
 }
 
 
-def real_subjects(ids: list[str]) -> dict[str, list]:
+def real_subjects(ids: list[str], *, window: str = "all") -> dict[str, list]:
     out = {}
     for sid in ids or discover_subjects(REPO / "subjects"):
         subj = load_subject(REPO / "subjects" / sid / "subject.yaml")
@@ -50,7 +52,9 @@ def real_subjects(ids: list[str]) -> dict[str, list]:
         if not all((d / "muscle_analysis.npz").is_file() and (d / "emg.sto").is_file() for d in dirs):
             print(f"# {sid}: no processed trials under results/{sid}/; skipped")
             continue
-        out[sid] = load_subject_trials(trial_dirs=dirs, coordinates=subj.coordinates or None)
+        out[sid] = load_subject_trials(trial_dirs=dirs, coordinates=subj.coordinates or None,
+                                       measured=subj.measured_muscles, unmeasured=subj.unmeasured,
+                                       source=f"subject {sid}", window=window)
     return out
 
 
@@ -71,8 +75,9 @@ def latency(est: NMMEstimator, trial, *, repeats: int) -> dict[str, tuple[float,
     length = torch.as_tensor(trial.mtu_length[sl], dtype=DTYPE)
     vel = torch.as_tensor(trial.mtu_velocity[sl], dtype=DTYPE)
     arm = torch.as_tensor(trial.moment_arm[sl], dtype=DTYPE)
+    raw = (trial.excitation[sl] * module.measured.numpy(), trial.q[sl], trial.qdot[sl])
     calls = {
-        "network": lambda: module.net(feats),
+        "features+network": lambda: module.excitations(module.features(*raw).unsqueeze(0), exc),
         "network+physics": lambda: module(feats, exc, length, vel, arm, trial.dt),
     }
     out = {}
@@ -103,7 +108,8 @@ def main() -> None:
         logging.getLogger("musculo").addHandler(logging.StreamHandler())
         logging.getLogger("musculo").setLevel(logging.INFO)
     cfg = load_config(REPO / "config" / "config.yaml", args.overlay)
-    subjects = synthetic_subjects() if args.synthetic else real_subjects(args.subjects)
+    subjects = synthetic_subjects() if args.synthetic else real_subjects(
+        args.subjects, window=str(cfg["physics"].get("window", "all")))
     if not subjects:
         print("# no subject to time: process subjects first (snakemake) or use --synthetic")
         return
@@ -119,13 +125,14 @@ def main() -> None:
         tr = est.training_
         rows.append((name, len(trials[0].muscles), int((~est.module_.measured).sum().item()),
                      round(0.1 / trials[0].dt), tr.best_epoch, len(tr.history), train_s,
-                     *lat["network"], *lat["network+physics"]))
+                     *lat["features+network"], *lat["network+physics"]))
     header = ("subject", "muscles", "estimated", "frames/100ms", "best epoch", "epochs", "train s",
-              "net median ms", "net p95 ms", "net+phys median ms", "net+phys p95 ms")
+              "feat+net median ms", "feat+net p95 ms", "net+phys median ms", "net+phys p95 ms")
     print(f"# torch {torch.__version__}; training on {args.train_threads or cfg['nmm']['threads']} "
           "thread(s), latency on 1 thread; "
           f"nmm: epochs {cfg['nmm']['epochs']}, window {cfg['nmm']['window']} s, "
-          f"channels {cfg['nmm']['channels']}, dilations {cfg['nmm']['dilations']}")
+          f"channels {cfg['nmm']['channels']}, dilations {cfg['nmm']['dilations']}, "
+          f"output {cfg['nmm']['output']}")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:

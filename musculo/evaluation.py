@@ -14,6 +14,7 @@ Rows are long format: ``subject, trial, method, quantity, channel, metric, value
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -171,6 +172,40 @@ def evaluate_estimator(
     return table
 
 
+def usable_emg(trials: Sequence[TrialData]) -> bool:
+    """Whether any modelled muscle has an EMG excitation (a channel that passed quality)."""
+    return any(bool(np.any(t.measured)) for t in trials)
+
+
+NOT_FITTED = "not fitted"
+
+
+def write_not_applicable(
+    *, method: str, subject: str, out_dir: str | os.PathLike[str], reason: str,
+    state_files: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Record that an EMG-driven method cannot run for a subject, without failing the workflow.
+
+    Writes a header-only ``evaluation.tsv`` and, for each of ``state_files``, a JSON status
+    (``{"status": "not fitted", "reason": ...}``; files ending in ``.pt`` get an empty torch state),
+    so that the report states why the method has no rows while other subjects carry on.
+    """
+    out = Path(out_dir)
+    logger.warning("%s %s: not fitted: %s", method, subject, reason)
+    status = {"status": NOT_FITTED, "method": method, "subject": subject, "reason": reason}
+    for name in state_files:
+        with atomic_output(out / name) as tmp:
+            if name.endswith(".pt"):
+                import torch
+
+                torch.save({"status": NOT_FITTED, "reason": reason}, tmp)
+            else:
+                tmp.write_text(json.dumps(status, indent=2) + "\n")
+    table = pd.DataFrame(columns=COLUMNS)
+    write_table(table, out / "evaluation.tsv")
+    return table
+
+
 def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write an evaluation table as TSV atomically (fixed float format, so reruns are identical)."""
     with atomic_output(path) as tmp:
@@ -243,6 +278,10 @@ def run_method_evaluation(
     else:
         trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates, measured=measured,
                                      unmeasured=unmeasured, source=source, window=window)
+    if method != "so" and not usable_emg(trials):
+        return write_not_applicable(
+            method=method, subject=subject, out_dir=out_dir, state_files=[f"{method}.json"],
+            reason="no EMG channel of the subject passed quality in every trial (see emg_quality.json)")
     folds = make_folds(trials, n_folds=int(ev.get("n_folds", 2)), n_segments=int(ev.get("n_segments", 3)))
     make: Callable[[], Estimator]
     final: Callable[[], Estimator]

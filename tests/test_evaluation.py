@@ -163,3 +163,31 @@ def test_hidden_muscle_is_hidden_with_its_channel_siblings(tmp_path):
     assert seen == [[], ["m1", "m2"], ["m0"]] * 2
     lomo = table[table["quantity"] == "excitation"]
     assert set(lomo["channel"]) == {"m0", "m1", "m2"}
+
+
+def test_subject_without_usable_emg_is_recorded_not_fitted(tmp_path):
+    """Every EMG channel flagged: calibration, MSE and NMM record why, and the workflow carries on."""
+    import json
+
+    import torch
+
+    from musculo.estimators.nmm import run_nmm_evaluation
+    from musculo.physics.calibration import run_calibration
+
+    trials = [t.hide(t.measured_muscles) for t in synthetic_trials(n_trials=2, n_frames=40, seed=4)]
+    dirs = [write_trial_dir(t, tmp_path / "data" / t.name) for t in trials]
+    subset = {"measured": ["m0", "m1"], "unmeasured": ["m5"]}
+    record = run_calibration(trial_dirs=dirs, output=tmp_path / "calibration.json", **subset)
+    assert record["status"] == "not fitted" and "quality" in record["reason"]
+    mse = run_method_evaluation(method="mse", subject="syn", trial_dirs=dirs, out_dir=tmp_path / "mse",
+                                hide=["m1"], **subset)
+    nmm = run_nmm_evaluation(subject="syn", trial_dirs=dirs, out_dir=tmp_path / "nmm", hide=["m1"], **subset)
+    for table, folder in ((mse, "mse"), (nmm, "nmm")):
+        assert table.empty
+        written = pd.read_csv(tmp_path / folder / "evaluation.tsv", sep="\t")
+        assert list(written.columns) == COLUMNS and written.empty
+    assert json.loads((tmp_path / "mse" / "mse.json").read_text())["status"] == "not fitted"
+    assert json.loads((tmp_path / "nmm" / "hyperparameters.json").read_text())["status"] == "not fitted"
+    assert torch.load(tmp_path / "nmm" / "weights.pt")["status"] == "not fitted"
+    so = run_method_evaluation(method="so", subject="syn", trial_dirs=dirs, out_dir=tmp_path / "so")
+    assert not so.empty  # SO needs no EMG

@@ -11,7 +11,7 @@ import torch
 
 from musculo.config import load_config, schema
 from musculo.errors import EstimatorError, InputDataError
-from musculo.estimators.networks import CausalTCN
+from musculo.estimators.networks import CausalTCN, SynergyHead
 from musculo.estimators.nmm import (
     NMMConfig,
     NMMEstimator,
@@ -231,7 +231,9 @@ def test_non_finite_inputs_are_rejected(trials):
 def test_network_without_kinematics_inputs(trials, tmp_path):
     est = NMMEstimator(seed=0, kinematics_inputs=False, **{**TINY, "epochs": 2}).fit(trials[:2])
     n_measured = int(trials[0].measured.sum())
-    assert est.module_.net.n_inputs == n_measured
+    k = est.module_.n_synergies
+    assert 1 <= k <= n_measured
+    assert est.module_.net.n_inputs == n_measured + k  # measured excitations and synergy activations
     # the kinematics no longer change the excitations
     moved = dataclasses.replace(trials[2], q=trials[2].q + 0.3)
     np.testing.assert_array_equal(est.predict(moved).excitations.to_numpy(),
@@ -240,4 +242,55 @@ def test_network_without_kinematics_inputs(trials, tmp_path):
     np.testing.assert_array_equal(NMMEstimator.load(tmp_path).predict(trials[2]).moments.to_numpy(),
                                   est.predict(trials[2]).moments.to_numpy())
     with_kin = NMMEstimator(seed=0, **{**TINY, "epochs": 2}).fit(trials[:2])
-    assert with_kin.module_.net.n_inputs == n_measured + 2 * len(trials[0].coordinates)
+    assert with_kin.module_.net.n_inputs == n_measured + 2 * len(trials[0].coordinates) + k
+
+
+def test_synergy_head_bounds_and_reduction_to_constant_weights():
+    torch.manual_seed(0)
+    head = SynergyHead(n_muscles=3, n_synergies=2, modulation=0.5, residual_bound=0.05, init_weight=0.2)
+    with torch.no_grad():
+        head.weight_raw.copy_(torch.randn(3, 2))
+    h = torch.rand(2, 30, 2) * 0.5
+    static = h @ torch.nn.functional.softplus(head.weight_raw).T  # (B, T, M)
+    raw = torch.randn(2, 30, head.n_raw) * 100.0  # saturating network outputs
+    with torch.no_grad():
+        u = head(raw, h)
+    assert u.shape == (2, 30, 3) and float(u.min()) >= 0.0 and float(u.max()) <= 1.0
+    # the network can only scale each static weight within exp(+-modulation) and add +-residual_bound
+    assert torch.all(u <= torch.clamp(static * np.exp(0.5) + 0.05, max=1.0) + 1e-6)
+    assert torch.all(u >= torch.clamp(static * np.exp(-0.5) - 0.05, min=0.0) - 1e-6)
+    # no modulation and no residual: constant non-negative weights, as in synergy extrapolation
+    fixed = SynergyHead(n_muscles=3, n_synergies=2, modulation=0.0, residual_bound=0.0)
+    with torch.no_grad():
+        fixed.weight_raw.copy_(head.weight_raw)
+        np.testing.assert_allclose(fixed(raw, h).numpy(), torch.clamp(static, 0, 1).numpy(), rtol=1e-6)
+    with pytest.raises(EstimatorError, match="synergy_modulation"):
+        SynergyHead(n_muscles=3, n_synergies=2, modulation=-1.0)
+
+
+def test_synergy_output_follows_the_measured_excitations(trials):
+    est = NMMEstimator(seed=0, **{**TINY, "epochs": 3, "residual_bound": 0.02}).fit(trials[:2], hidden=["m1"])
+    module = est.module_
+    assert module.head is not None and module.synergies.shape[1] == int(module.measured.sum())
+    # without any measured activity the synergy activations vanish and so do the estimates, up to
+    # the bounded residual
+    silent = dataclasses.replace(trials[2], excitation=np.zeros_like(trials[2].excitation))
+    pred = est.predict(silent).excitations
+    for m in ("m1", "m4", "m5"):
+        assert float(pred[m].max()) <= 0.02 + 1e-9, m
+    # with activity they follow it: scaling every measured excitation up raises the estimates
+    loud = dataclasses.replace(trials[2], excitation=np.clip(trials[2].excitation * 2.0, 0, 1))
+    base, up = est.predict(trials[2]).excitations, est.predict(loud).excitations
+    assert float(up[["m4", "m5"]].to_numpy().mean()) > float(base[["m4", "m5"]].to_numpy().mean())
+
+
+def test_direct_output_round_trip(trials, tmp_path):
+    est = NMMEstimator(seed=3, output="direct", **{**TINY, "epochs": 2}).fit(trials[:2])
+    assert est.module_.head is None and est.module_.n_synergies == 0
+    assert est.module_.net.n_outputs == len(trials[0].muscles)
+    est.save(tmp_path)
+    loaded = NMMEstimator.load(tmp_path)
+    np.testing.assert_array_equal(loaded.predict(trials[2]).excitations.to_numpy(),
+                                  est.predict(trials[2]).excitations.to_numpy())
+    with pytest.raises(EstimatorError, match="output"):
+        NMMEstimator(output="sigmoid")

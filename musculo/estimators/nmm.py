@@ -6,6 +6,15 @@ and outputs an excitation in [0, 1] for every modelled muscle. The excitations o
 stay their EMG; the network's outputs replace the unmeasured ones, and the whole excitation vector
 drives the physics core (:class:`musculo.physics.muscle.MuscleModel`) to joint moments.
 
+With ``output = "synergy"`` (default) the excitations keep the structure of the measured muscles:
+NMF (scikit-learn, as in :mod:`musculo.estimators.mse`) of the training trials' measured
+excitations gives synergy vectors; each frame's synergy activations (non-negative least squares of
+that frame's measured excitations, synergy vectors fixed, :func:`frame_activations`) are network inputs, and a
+:class:`musculo.estimators.networks.SynergyHead` combines them with learned non-negative weights that
+the network modulates over time (kinematics-aware, within ``exp(+-synergy_modulation)``) plus a
+residual bounded by ``residual_bound``. With ``output = "direct"`` the network outputs each
+excitation through a sigmoid.
+
 Training minimises, over windows of the training trials,
 
 * ``moment_weight`` x the mean squared error between the model's moments and inverse dynamics,
@@ -29,24 +38,27 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
+from scipy.optimize import nnls
 
 from musculo import logger
 from musculo.errors import EstimatorError, InputDataError
 from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
-from musculo.estimators.networks import CausalTCN
+from musculo.estimators.mse import fit_synergies
+from musculo.estimators.networks import CausalTCN, SynergyHead
 from musculo.io_utils import atomic_output
 from musculo.physics.data import MuscleParameters, TrialData
 from musculo.physics.muscle import DTYPE, MuscleModel, PhysicsBounds, model_for
 
 WEIGHTS_FILE = "weights.pt"
 HYPER_FILE = "hyperparameters.json"
+OUTPUTS = ("synergy", "direct")
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,8 @@ class NMMConfig:
     epochs: int = 600
     patience: int = 40
     val_fraction: float = 0.2
-    learning_rate: float = 3e-3
-    physics_learning_rate: float = 1e-2
+    learning_rate: float = 1e-2
+    physics_learning_rate: float = 5e-2
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     channels: int = 32
@@ -78,6 +90,12 @@ class NMMConfig:
     physics_parameters: tuple[str, ...] = (
         "strength_scale", "optimal_fiber_length_scale", "tendon_slack_length_scale", "emg_gain", "tau_act",
     )
+    output: str = "synergy"
+    n_synergies: int | None = None
+    vaf_threshold: float = 0.9
+    max_synergies: int = 6
+    synergy_modulation: float = 0.5
+    residual_bound: float = 0.05
     threads: int = 1
     start_from_calibration: bool = False
     seed: int = 0
@@ -101,6 +119,9 @@ class NMMConfig:
             "batch_size": cfg.batch_size >= 1, "epochs": cfg.epochs >= 1, "patience": cfg.patience >= 1,
             "val_fraction": 0 <= cfg.val_fraction < 1, "input_dropout": 0 <= cfg.input_dropout < 1,
             "learning_rate": cfg.learning_rate > 0, "physics_learning_rate": cfg.physics_learning_rate >= 0,
+            "output": cfg.output in OUTPUTS, "n_synergies": cfg.n_synergies is None or cfg.n_synergies >= 1,
+            "vaf_threshold": 0 < cfg.vaf_threshold <= 1, "max_synergies": cfg.max_synergies >= 1,
+            "synergy_modulation": cfg.synergy_modulation >= 0, "residual_bound": 0 <= cfg.residual_bound <= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -145,6 +166,14 @@ class TrainingResult:
     n_val_windows: int = 0
 
 
+def frame_activations(excitation: np.ndarray, synergies: np.ndarray) -> np.ndarray:
+    """Synergy activations (T, k) of excitations (T, K): per frame, the non-negative least-squares
+    solution of ``excitation[t] ~ activations[t] @ synergies`` (SciPy's NNLS; fast on short windows)."""
+    data = np.clip(np.asarray(excitation, dtype=float), 0.0, None)
+    basis = np.ascontiguousarray(np.asarray(synergies, dtype=float).T)
+    return np.stack([nnls(basis, row)[0] for row in data]) if len(data) else np.zeros((0, len(synergies)))
+
+
 @contextlib.contextmanager
 def _torch_settings(*, threads: int) -> Iterator[None]:
     """Deterministic algorithms (and optionally a thread count) inside the block, restored after."""
@@ -164,41 +193,61 @@ class NMMModule(torch.nn.Module):
     """Network + physics core: measured excitations and kinematics -> excitations -> moments.
 
     Args:
-        net: the network (outputs one excitation per modelled muscle).
+        net: the network (outputs one excitation per modelled muscle, or the raw outputs of
+            ``head``).
         physics: the subject's muscle model.
         input_index: (K,) indices of the measured muscles whose excitations are network inputs.
         measured: (M,) bool, muscles whose excitation is measured EMG (they keep it).
         kin_mean, kin_std: (2C,) normalisation of the joint angles and speeds; empty (0,) when the
             kinematics are not network inputs.
+        head: with ``synergies``, the synergy output head (see :class:`SynergyHead`).
+        synergies: (k, K) NMF synergy vectors of the measured excitations; their activations are
+            the last k input features and the head's basis.
     """
 
     def __init__(self, net: CausalTCN, physics: MuscleModel, *, input_index: np.ndarray,
-                 measured: np.ndarray, kin_mean: np.ndarray, kin_std: np.ndarray):
+                 measured: np.ndarray, kin_mean: np.ndarray, kin_std: np.ndarray,
+                 head: SynergyHead | None = None, synergies: np.ndarray | None = None):
         super().__init__()
+        if (head is None) != (synergies is None):
+            raise EstimatorError("nmm: a synergy head needs synergy vectors and vice versa")
         self.net = net
         self.physics = physics
+        self.head = head
         self.register_buffer("input_index", torch.as_tensor(np.asarray(input_index, dtype=np.int64)))
         self.register_buffer("measured", torch.as_tensor(np.asarray(measured, dtype=bool)))
         self.register_buffer("kin_mean", torch.as_tensor(np.asarray(kin_mean), dtype=torch.float32))
         self.register_buffer("kin_std", torch.as_tensor(np.asarray(kin_std), dtype=torch.float32))
+        syn = np.zeros((0, len(input_index))) if synergies is None else np.asarray(synergies, dtype=float)
+        self.register_buffer("synergies", torch.as_tensor(syn, dtype=DTYPE))
+
+    @property
+    def n_synergies(self) -> int:
+        """Synergies k of the output head (0 without one)."""
+        return int(self.synergies.shape[0])
 
     def features(self, excitation: np.ndarray, q: np.ndarray, qdot: np.ndarray) -> torch.Tensor:
-        """Network input (T, K [+ 2C]) float32 from a trial's excitation (T, M), q and qdot (T, C).
+        """Network input (T, K [+ 2C] [+ k]) float32 from a trial's excitation (T, M), q and qdot (T, C).
 
-        The joint angles and speeds are inputs only when ``kin_mean`` is not empty.
+        The joint angles and speeds are inputs only when ``kin_mean`` is not empty; the synergy
+        activations (non-negative least squares of each frame's measured excitations on the
+        synergy vectors) only with a synergy head.
         """
         emg = np.asarray(excitation)[:, self.input_index.numpy()]
+        parts = [emg]
         if self.kin_mean.numel():
-            kin = (np.concatenate([q, qdot], axis=1) - self.kin_mean.numpy()) / self.kin_std.numpy()
-        else:
-            kin = np.zeros((emg.shape[0], 0))
-        return torch.as_tensor(np.concatenate([emg, kin], axis=1), dtype=torch.float32)
+            parts.append((np.concatenate([q, qdot], axis=1) - self.kin_mean.numpy()) / self.kin_std.numpy())
+        if self.n_synergies:
+            parts.append(frame_activations(emg, self.synergies.numpy()))
+        return torch.as_tensor(np.concatenate(parts, axis=1), dtype=torch.float32)
 
     def excitations(
         self, features: torch.Tensor, excitation: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(network output, excitation driving the physics), both (B, T, M) in DTYPE."""
         out = self.net(features).to(DTYPE)
+        if self.head is not None:
+            out = self.head(out, features[..., -self.n_synergies:].to(DTYPE))
         u = torch.where(self.measured, excitation, out)
         return out, u
 
@@ -338,16 +387,33 @@ def build_module(
         kin = kin[:, :0]
     kin_mean = kin.mean(axis=0)
     kin_std = np.maximum(kin.std(axis=0), 1e-3)
+    input_index = np.flatnonzero(measured)
+    synergies = head = None
+    n_muscles = len(first.muscles)
+    if cfg.output == "synergy":
+        stacked = np.concatenate([t.excitation[:, input_index] for t in trials])
+        synergies, score = fit_synergies(stacked, n_synergies=cfg.n_synergies,
+                                         vaf_threshold=cfg.vaf_threshold, max_synergies=cfg.max_synergies,
+                                         seed=cfg.seed)
+        activations = frame_activations(stacked, synergies)
+        # static weights start where the head outputs about init_excitation on average
+        init_weight = cfg.init_excitation / max(float(activations.mean(axis=0).sum()), 1e-6)
+        logger.info("nmm: %d synergies of %d measured muscles (VAF %.3f)", len(synergies), len(input_index),
+                    score)
     torch.manual_seed(cfg.seed)
+    if synergies is not None:
+        head = SynergyHead(n_muscles=n_muscles, n_synergies=len(synergies), modulation=cfg.synergy_modulation,
+                           residual_bound=cfg.residual_bound, init_weight=init_weight)
     net = CausalTCN(
-        n_inputs=int(measured.sum()) + kin.shape[1], n_outputs=len(first.muscles), channels=cfg.channels,
+        n_inputs=len(input_index) + kin.shape[1] + (0 if synergies is None else len(synergies)),
+        n_outputs=n_muscles if head is None else head.n_raw, channels=cfg.channels,
         kernel_size=cfg.kernel_size, dilations=cfg.dilations, dropout=cfg.dropout,
-        init_excitation=cfg.init_excitation,
+        init_excitation=cfg.init_excitation, linear_output=head is not None,
     )
     phys = model_for(first, physics=physics, calibration=calibration)
     phys.set_trainable(cfg.physics_parameters)
-    return NMMModule(net, phys, input_index=np.flatnonzero(measured), measured=measured,
-                     kin_mean=kin_mean, kin_std=kin_std)
+    return NMMModule(net, phys, input_index=input_index, measured=measured, kin_mean=kin_mean,
+                     kin_std=kin_std, head=head, synergies=synergies)
 
 
 def train_nmm(module: NMMModule, trials: Sequence[TrialData], *, cfg: NMMConfig) -> TrainingResult:
@@ -379,6 +445,8 @@ def train_nmm(module: NMMModule, trials: Sequence[TrialData], *, cfg: NMMConfig)
     moment_scale = torch.clamp(train.id_moment[:, context:].reshape(-1, train.id_moment.shape[-1]).std(dim=0),
                                min=1.0)
     net_params = [p for p in module.net.parameters() if p.requires_grad]
+    if module.head is not None:
+        net_params += [p for p in module.head.parameters() if p.requires_grad]
     phys_params = [p for p in module.physics.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [{"params": net_params, "lr": cfg.learning_rate,
                                      "weight_decay": cfg.weight_decay}]
@@ -525,6 +593,7 @@ class NMMEstimator(Estimator):
             "dt": self.dt_,
             "measured": [m for m, k in zip(self.muscles_, module.measured.tolist(), strict=True) if k],
             "receptive_field": module.net.receptive_field,
+            "n_synergies": module.n_synergies,
             "physics_parameters": module.physics.to_dict(),
             "training": {"best_epoch": tr.best_epoch, "best_val": tr.best_val, "seconds": tr.seconds,
                          "n_train_windows": tr.n_train_windows, "n_val_windows": tr.n_val_windows,
@@ -563,11 +632,16 @@ class NMMEstimator(Estimator):
                            use_delay=bool(pc.get("use_delay", False)))
         c = est.config
         n_kin = 2 * len(coords) if c.kinematics_inputs else 0
-        net = CausalTCN(n_inputs=int(measured.sum()) + n_kin, n_outputs=m, channels=c.channels,
-                        kernel_size=c.kernel_size, dilations=c.dilations, dropout=c.dropout,
-                        init_excitation=c.init_excitation)
+        k = int(hp.get("n_synergies", 0))
+        n_meas = int(measured.sum())
+        head = SynergyHead(n_muscles=m, n_synergies=k, modulation=c.synergy_modulation,
+                           residual_bound=c.residual_bound) if k else None
+        net = CausalTCN(n_inputs=n_meas + n_kin + k, n_outputs=m if head is None else head.n_raw,
+                        channels=c.channels, kernel_size=c.kernel_size, dilations=c.dilations,
+                        dropout=c.dropout, init_excitation=c.init_excitation, linear_output=head is not None)
         module = NMMModule(net, phys, input_index=np.flatnonzero(measured), measured=measured,
-                           kin_mean=np.zeros(n_kin), kin_std=np.ones(n_kin))
+                           kin_mean=np.zeros(n_kin), kin_std=np.ones(n_kin), head=head,
+                           synergies=np.zeros((k, n_meas)) if k else None)
         state = torch.load(w_path, map_location="cpu", weights_only=True)
         try:
             module.load_state_dict(state)
@@ -596,6 +670,9 @@ def run_nmm_evaluation(
     out_dir: str | os.PathLike[str],
     coordinates: Sequence[str] | None = None,
     hide: Sequence[str] = (),
+    channels: Mapping[str, Sequence[str]] | None = None,
+    measured: Sequence[str] | None = None,
+    unmeasured: Sequence[str] | None = None,
     physics: dict[str, Any] | None = None,
     nmm: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
@@ -604,8 +681,11 @@ def run_nmm_evaluation(
 ) -> Any:
     """Evaluate the NMM on a subject's trial folders with the shared protocol (Snakemake entry point).
 
-    Folds, leave-one-muscle-out and metrics come from :func:`musculo.evaluation.evaluate_estimator`,
-    exactly as for the other methods; rows have ``method = nmm``. The physics parameters are learned
+    Folds, leave-one-muscle-out (a muscle of ``hide`` hidden together with every muscle sharing its
+    EMG channel in ``channels``) and metrics come from :func:`musculo.evaluation.evaluate_estimator`,
+    exactly as for the other methods; rows have ``method = nmm``. The modelled muscles are the
+    subject's ``measured`` and ``unmeasured`` ones and the frames those of ``physics.window``, as
+    for MSE (see :func:`musculo.evaluation.load_subject_trials`). The physics parameters are learned
     jointly with the network on each fold's training trials, starting from ``calibration`` when
     given (``nmm.start_from_calibration``), else from the model's own values. After the folds the
     NMM is fitted on every trial and saved under ``out_dir`` (``weights.pt``,
@@ -613,17 +693,30 @@ def run_nmm_evaluation(
 
     Returns the evaluation table (a DataFrame).
     """
-    from musculo.evaluation import evaluate_estimator, load_subject_trials, make_folds
+    from musculo.evaluation import (
+        evaluate_estimator,
+        load_subject_trials,
+        make_folds,
+        usable_emg,
+        write_not_applicable,
+    )
     from musculo.physics.calibration import load_calibration
 
     ev = dict(evaluation or {})
     hyper = dict(nmm or {})
     use_calibration = bool(hyper.get("start_from_calibration", False))
     calib = load_calibration(calibration) if use_calibration and calibration is not None else None
-    trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates)
+    window = str((physics or {}).get("window", "all"))
+    trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates, measured=measured,
+                                 unmeasured=unmeasured, source=f"subject {subject}", window=window)
+    if not usable_emg(trials):
+        return write_not_applicable(
+            method=NMMEstimator.name, subject=subject, out_dir=out_dir,
+            state_files=["hyperparameters.json", "weights.pt"],
+            reason="no EMG channel of the subject passed quality in every trial (see emg_quality.json)")
     folds = make_folds(trials, n_folds=int(ev.get("n_folds", 2)), n_segments=int(ev.get("n_segments", 3)))
-    measured = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
-    skipped = sorted(set(hide) - set(measured))
+    hidden = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
+    skipped = sorted(set(hide) - set(hidden))
     if skipped:
         logger.warning("%s: hide muscles %s have no EMG in every trial; left out of leave-one-muscle-out",
                        subject, skipped)
@@ -633,6 +726,6 @@ def run_nmm_evaluation(
 
     make()  # validate the hyper-parameters before any training
     table = evaluate_estimator(make_estimator=make, subject=subject, folds=folds, method=NMMEstimator.name,
-                               hide=measured, out_dir=out_dir)
+                               hide=hidden, out_dir=out_dir, channels=channels)
     make().fit(trials).save(out_dir)
     return table

@@ -98,7 +98,12 @@ def run_calibration(
     trials = [load_trial_dir(d, coordinates=list(coordinates) if coordinates else None, window=window)
               for d in dirs]
     trials = select_muscles(trials, measured=measured, unmeasured=unmeasured, source=str(output))
-    record = calibrate(trials=trials, physics=physics, mse=mse, seed=seed)
+    if not any(bool(t.measured.any()) for t in trials):
+        reason = "no EMG channel of the subject passed quality in every trial (see emg_quality.json)"
+        logger.warning("%s: calibration not fitted: %s", output, reason)
+        record = {"status": "not fitted", "reason": reason, "parameters": {}}
+    else:
+        record = calibrate(trials=trials, physics=physics, mse=mse, seed=seed)
     with atomic_output(output) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     return record

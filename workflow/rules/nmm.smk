@@ -7,7 +7,7 @@ rule nmm:
         trials=lambda w: [
             res(w.subject, t, n)
             for t in dynamic_trials(w.subject)
-            for n in ("muscle_analysis.npz", "id.sto", "emg.sto")
+            for n in ("muscle_analysis.npz", "id.sto", "emg.sto", "events.json")
         ],
         calibration=lambda w: (
             res(w.subject, "physics", "calibration.json")
@@ -20,6 +20,8 @@ rule nmm:
         weights="results/{subject}/nmm/weights.pt",
     log:
         "results/logs/{subject}/nmm/nmm.log",
+    benchmark:
+        "results/benchmarks/{subject}/nmm.tsv"
     conda:
         "../envs/musculo.yaml"
     threads: 1
@@ -27,6 +29,9 @@ rule nmm:
         trial_dirs=lambda w: [res(w.subject, t) for t in dynamic_trials(w.subject)],
         coordinates=lambda w: subject(w.subject).coordinates or None,
         hide=lambda w: subject(w.subject).hide,
+        channels=lambda w: subject(w.subject).emg_channels,
+        measured=lambda w: subject(w.subject).measured_muscles,
+        unmeasured=lambda w: subject(w.subject).unmeasured,
         physics=config["physics"],
         nmm=config["nmm"],
         evaluation=config["evaluation"],
