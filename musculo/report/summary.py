@@ -41,6 +41,7 @@ def summary_table(evaluation: pd.DataFrame, *, methods: Sequence[str] = ()) -> p
                              aggfunc="mean", sort=False, dropna=False)
     wide = wide[list(dict.fromkeys(keyed["column"]))]
     trials = keyed.groupby(["subject", "method"], sort=False)["trial"].nunique()
+    wide = wide[wide.index.isin(trials.index)]  # only (subject, method) pairs with rows
     wide.insert(0, "n_trials", trials.reindex(wide.index).to_numpy())
     table = wide.reset_index()
     table.columns.name = None
