@@ -172,6 +172,16 @@ def evaluate_estimator(
     return table
 
 
+def hideable_muscles(hide: Sequence[str], trials: Sequence[TrialData], *, subject: str) -> list[str]:
+    """The muscles of ``hide`` that have EMG in every trial (the others are logged and left out)."""
+    hidden = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
+    skipped = sorted(set(hide) - set(hidden))
+    if skipped:
+        logger.warning("%s: hide muscles %s have no EMG in every trial; left out of leave-one-muscle-out",
+                       subject, skipped)
+    return hidden
+
+
 def usable_emg(trials: Sequence[TrialData]) -> bool:
     """Whether any modelled muscle has an EMG excitation (a channel that passed quality)."""
     return any(bool(np.any(t.measured)) for t in trials)
@@ -303,11 +313,7 @@ def run_method_evaluation(
     else:
         raise EstimatorError(f"evaluation: unknown method {method!r} for run_method_evaluation (mse, so)")
     # SO ignores EMG, but its activation of a hidden muscle is compared with the same envelope.
-    hidden = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
-    skipped = sorted(set(hide) - set(hidden))
-    if skipped:
-        logger.warning("%s: hide muscles %s have no EMG in every trial; left out of leave-one-muscle-out",
-                       subject, skipped)
+    hidden = hideable_muscles(hide, trials, subject=subject)
     table = evaluate_estimator(make_estimator=make, subject=subject, folds=folds, method=method,
                                hide=hidden, out_dir=out_dir, channels=channels)
     final().fit(trials).save(out_dir)

@@ -695,6 +695,7 @@ def run_nmm_evaluation(
     """
     from musculo.evaluation import (
         evaluate_estimator,
+        hideable_muscles,
         load_subject_trials,
         make_folds,
         usable_emg,
@@ -715,11 +716,7 @@ def run_nmm_evaluation(
             state_files=["hyperparameters.json", "weights.pt"],
             reason="no EMG channel of the subject passed quality in every trial (see emg_quality.json)")
     folds = make_folds(trials, n_folds=int(ev.get("n_folds", 2)), n_segments=int(ev.get("n_segments", 3)))
-    hidden = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
-    skipped = sorted(set(hide) - set(hidden))
-    if skipped:
-        logger.warning("%s: hide muscles %s have no EMG in every trial; left out of leave-one-muscle-out",
-                       subject, skipped)
+    hidden = hideable_muscles(hide, trials, subject=subject)
 
     def make() -> NMMEstimator:
         return NMMEstimator(physics=physics, calibration=calib, seed=seed, **hyper)
