@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from musculo import logger
 from musculo.errors import ChecksumError, DatasetError
-from musculo.io_utils import sha256sum
+from musculo.io.atomic import sha256sum
 
 MIRROR_ENV = "MUSCULO_DATA_MIRROR"
 CACHE_ENV = "MUSCULO_CACHE"

@@ -19,39 +19,11 @@ from scipy import signal
 
 from musculo import logger
 from musculo.errors import InputDataError
+from musculo.io.atomic import atomic_output
 from musculo.io.tables import read_sto, write_sto
 from musculo.io.trc import read_trc
-from musculo.io_utils import atomic_output
+from musculo.signals import bandpass, envelope
 from musculo.subject import load_subject
-
-
-def _band(rate: float, band: tuple[float, float] | list[float]) -> tuple[float, float]:
-    low, high = float(band[0]), min(float(band[1]), 0.95 * 0.5 * rate)
-    if not 0 < low < high:
-        raise InputDataError(f"EMG band {band} Hz is empty at a sampling rate of {rate} Hz")
-    return low, high
-
-
-def bandpass(
-    data: np.ndarray, *, rate: float, band: tuple[float, float] | list[float], order: int = 4
-) -> np.ndarray:
-    """Zero-phase Butterworth band-pass along axis 0."""
-    sos = signal.butter(order, _band(rate, band), btype="bandpass", fs=rate, output="sos")
-    return signal.sosfiltfilt(sos, data, axis=0)
-
-
-def envelope(
-    data: np.ndarray,
-    *,
-    rate: float,
-    band: tuple[float, float] | list[float] = (20.0, 450.0),
-    cutoff: float = 6.0,
-    order: int = 4,
-) -> np.ndarray:
-    """Linear envelope (N, C): band-pass, full-wave rectification, zero-phase low-pass."""
-    rect = np.abs(bandpass(data, rate=rate, band=band, order=order))
-    sos = signal.butter(order, cutoff, btype="low", fs=rate, output="sos")
-    return signal.sosfiltfilt(sos, rect, axis=0)
 
 
 def channel_quality(

@@ -26,8 +26,8 @@ import pandas as pd
 from musculo import logger
 from musculo.errors import EstimatorError
 from musculo.estimators.base import Estimator
+from musculo.io.atomic import atomic_output
 from musculo.io.tables import write_sto
-from musculo.io_utils import atomic_output
 from musculo.physics.data import TrialData, load_trial_dir, select_muscles
 
 COLUMNS = ["subject", "trial", "method", "quantity", "channel", "metric", "value"]
@@ -273,9 +273,9 @@ def run_method_evaluation(
     starting point of the deployable estimator fitted on every trial after the folds and saved
     under ``out_dir``.
     """
+    from musculo.estimators.calibration import DEFAULT_CALIBRATED, load_calibration
     from musculo.estimators.mse import mse_from_config
     from musculo.estimators.so import SOEstimator
-    from musculo.physics.calibration import DEFAULT_CALIBRATED, load_calibration
 
     ev = dict(evaluation or {})
     physics = dict(physics or {})

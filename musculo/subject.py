@@ -15,7 +15,7 @@ from musculo import logger
 from musculo.config import validate
 from musculo.datasets import dataset_path, entry, file_sha256
 from musculo.errors import ConfigError, DatasetError, SubjectFileError
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 
 FileRef = str | dict[str, str]
 

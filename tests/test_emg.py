@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 
 from musculo.emg import channel_quality, emg_excitations, normalise_emg, process_emg_trial
-from musculo.imports import import_trial
 from musculo.io.c3d import read_c3d
 from musculo.io.tables import read_sto
 from musculo.subject import fetch_inputs
+from musculo.trial_import import import_trial
 
 REPO = Path(__file__).resolve().parents[1]
 AUTHORS = {

@@ -114,7 +114,7 @@ def _mse_run(tmp_path, name, trials, calibration=None):
 def test_mse_models_the_subject_muscle_set_and_never_sees_held_out_trials(tmp_path):
     import json
 
-    from musculo.physics.calibration import run_calibration
+    from musculo.estimators.calibration import run_calibration
 
     trials = synthetic_trials(n_trials=3, n_frames=50, n_muscles=7, n_unmeasured=2, seed=3)
     calib = tmp_path / "calibration.json"
@@ -171,8 +171,8 @@ def test_subject_without_usable_emg_is_recorded_not_fitted(tmp_path):
 
     import torch
 
+    from musculo.estimators.calibration import run_calibration
     from musculo.estimators.nmm import run_nmm_evaluation
-    from musculo.physics.calibration import run_calibration
 
     trials = [t.hide(t.measured_muscles) for t in synthetic_trials(n_trials=2, n_frames=40, seed=4)]
     dirs = [write_trial_dir(t, tmp_path / "data" / t.name) for t in trials]

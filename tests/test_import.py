@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from musculo.errors import InputDataError, SubjectFileError
-from musculo.imports import MissingChannelError, MissingMarkerError, UnloadedPlateError, import_trial
 from musculo.io.c3d import read_c3d
 from musculo.io.tables import read_sto, write_sto
 from musculo.subject import fetch_inputs, load_subject
+from musculo.trial_import import MissingChannelError, MissingMarkerError, UnloadedPlateError, import_trial
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from musculo.errors import InputDataError
-from musculo.physics.calibration import calibrate
+from musculo.estimators.calibration import calibrate
 from musculo.physics.data import load_trial, load_trial_dir
 from musculo.physics.muscle import (
     DTYPE,

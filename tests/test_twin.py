@@ -6,8 +6,8 @@ import ezc3d
 import numpy as np
 import pytest
 
+from musculo.io.c3d_writer import ForcePlate, write_c3d
 from musculo.twin import dynamics, movement
-from musculo.twin.c3d_writer import ForcePlate, write_c3d
 from musculo.twin.model import (
     COORDINATES,
     MUSCLE_BASES,

@@ -15,7 +15,7 @@
 On a new trial the synergy activations come from the trial's measured excitations with the
 synergy vectors fixed (non-negative least squares through scikit-learn), so prediction never uses
 the trial's inverse-dynamics moments. With ``trainable_physics`` the physics parameters are fitted
-jointly with the weights (this is how :mod:`musculo.physics.calibration` calibrates a subject).
+jointly with the weights (this is how :mod:`musculo.estimators.calibration` calibrates a subject).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 from musculo import logger
 from musculo.errors import EstimatorError
 from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 from musculo.physics.data import TrialData
 from musculo.physics.muscle import DTYPE, MuscleModel, model_for, trial_tensors
 from musculo.physics.optim import minimize_lbfgsb

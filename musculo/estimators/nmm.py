@@ -52,7 +52,7 @@ from musculo.errors import EstimatorError, InputDataError
 from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
 from musculo.estimators.mse import fit_synergies
 from musculo.estimators.networks import CausalTCN, SynergyHead
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 from musculo.physics.data import MuscleParameters, TrialData
 from musculo.physics.muscle import DTYPE, MuscleModel, PhysicsBounds, model_for
 
@@ -693,6 +693,7 @@ def run_nmm_evaluation(
 
     Returns the evaluation table (a DataFrame).
     """
+    from musculo.estimators.calibration import load_calibration
     from musculo.evaluation import (
         evaluate_estimator,
         hideable_muscles,
@@ -701,7 +702,6 @@ def run_nmm_evaluation(
         usable_emg,
         write_not_applicable,
     )
-    from musculo.physics.calibration import load_calibration
 
     ev = dict(evaluation or {})
     hyper = dict(nmm or {})

@@ -17,7 +17,7 @@ import torch
 
 from musculo.errors import EstimatorError
 from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 from musculo.physics.data import TrialData
 from musculo.physics.muscle import model_for, trial_tensors
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from musculo.errors import InputDataError
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 
 
 def read_sto(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from musculo.errors import InputDataError
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 
 from musculo import logger
 from musculo.errors import InputDataError, OpenSimToolError
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 
 PathLike = str | os.PathLike[str]
 

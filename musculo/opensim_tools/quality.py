@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from musculo.errors import InputDataError
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 from musculo.opensim_tools.common import PathLike
 
 COLUMNS = ["subject", "trial", "stage", "quantity", "value", "unit", "limit", "flag"]

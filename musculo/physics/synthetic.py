@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from musculo.io.atomic import atomic_output
 from musculo.io.tables import write_sto
-from musculo.io_utils import atomic_output
 from musculo.physics.data import MuscleParameters, TrialData
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from musculo import logger
+from musculo.io.atomic import atomic_output
 from musculo.io.tables import in_degrees, read_sto
-from musculo.io_utils import atomic_output
 from musculo.report.collect import (
     QualityItem,
     ReportInputError,

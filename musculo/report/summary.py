@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from musculo import logger
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 from musculo.report.collect import (
     ReportInputError,
     method_order,

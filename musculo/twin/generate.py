@@ -39,15 +39,15 @@ from typing import Any
 
 import numpy as np
 from scipy.interpolate import CubicSpline
-from scipy.signal import butter, sosfiltfilt
 
 from musculo import logger
 from musculo.errors import MusculoError
+from musculo.io.atomic import atomic_output
+from musculo.io.c3d_writer import ForcePlate, write_c3d
 from musculo.io.tables import read_sto
-from musculo.io_utils import atomic_output
+from musculo.signals import bandpass
 from musculo.subject import Subject, load_subject
 from musculo.twin import dynamics, movement
-from musculo.twin.c3d_writer import ForcePlate, write_c3d
 from musculo.twin.model import COORDINATES, MUSCLES, NOMINAL_HEIGHT, ModelParameters, build_model, write_model
 
 TRUTH_KEYS: dict[str, str] = {
@@ -223,9 +223,7 @@ def invert_activation(
 
 def _bandlimited(rng: np.random.Generator, n: int, rate: float, band: tuple[float, float]) -> np.ndarray:
     """Unit-RMS Gaussian noise band-passed by a 4th-order zero-phase Butterworth filter."""
-    high = min(float(band[1]), 0.45 * rate)
-    sos = butter(4, [float(band[0]), high], btype="bandpass", fs=rate, output="sos")
-    x = sosfiltfilt(sos, rng.normal(size=n))
+    x = bandpass(rng.normal(size=n), rate=rate, band=(float(band[0]), min(float(band[1]), 0.45 * rate)))
     return x / np.sqrt(np.mean(x**2))
 
 

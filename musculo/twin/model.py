@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 
 COORDINATES: tuple[str, ...] = (
     "pelvis_tilt", "pelvis_tx", "pelvis_ty",

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.optimize import brentq
-from scipy.signal import butter, filtfilt
 
 from musculo.errors import MusculoError
+from musculo.signals import lowpass
 from musculo.twin.model import COORDINATES, FOOT_CONTACT_POINTS
 
 MOVEMENTS = ("static", "gait", "squat", "sit2stand")
@@ -86,12 +86,6 @@ class _Kinematics:
         return np.array([v.get(0), v.get(1)])
 
 
-def _lowpass(x: np.ndarray, rate: float, cutoff: float) -> np.ndarray:
-    b, a = butter(2, cutoff / (rate / 2.0))
-    return filtfilt(b, a, x, axis=0, padtype="odd", padlen=min(3 * max(len(a), len(b)) * 20,
-                                                               len(x) - 1))
-
-
 def gait(
     *, model: Any, rate: float, cycle_time: float, amplitude: float = 1.0, cycles: int = 3
 ) -> Movement:
@@ -149,8 +143,8 @@ def gait(
         * 0.01
         for s in ("r", "l")
     }
-    q[:, 2] = _lowpass(-(share * low["r"] + (1 - share) * low["l"]), rate, 4.0)
-    q[:, [0, 3, 4, 5, 6, 7, 8]] = _lowpass(q[:, [0, 3, 4, 5, 6, 7, 8]], rate, 8.0)
+    q[:, 2] = lowpass(-(share * low["r"] + (1 - share) * low["l"]), rate=rate, cutoff=4.0, order=2)
+    q[:, [0, 3, 4, 5, 6, 7, 8]] = lowpass(q[:, [0, 3, 4, 5, 6, 7, 8]], rate=rate, cutoff=8.0, order=2)
     return Movement(time=t, q=q, load_share_right=share, cop_fraction=cop)
 
 

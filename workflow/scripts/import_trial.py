@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from musculo.imports import import_trial
 from musculo.log import job_logging
+from musculo.trial_import import import_trial
 
 with job_logging(snakemake.log[0]):
     import_trial(

@@ -24,7 +24,7 @@ import numpy as np
 
 from musculo import logger
 from musculo.errors import EstimatorError
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 from musculo.physics.data import TrialData, load_trial_dir, select_muscles
 
 DEFAULT_CALIBRATED = ("strength_scale", "optimal_fiber_length_scale", "tendon_slack_length_scale",

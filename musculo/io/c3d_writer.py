@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from musculo.errors import MusculoError
-from musculo.io_utils import atomic_output
+from musculo.io.atomic import atomic_output
 
 PLATE_CHANNELS = ("Fx", "Fy", "Fz", "Mx", "My", "Mz")
 

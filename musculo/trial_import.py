@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import interpolate, signal
+from scipy import interpolate
 
 from musculo import logger
 from musculo.errors import InputDataError
 from musculo.io.anc import read_anc
+from musculo.io.atomic import atomic_output
 from musculo.io.c3d import clean_labels, read_c3d
 from musculo.io.tables import read_sto, write_sto
 from musculo.io.trc import read_trc, write_trc
-from musculo.io_utils import atomic_output
+from musculo.signals import lowpass
 from musculo.subject import Subject, load_subject
 
 FEET = ("right", "left")
@@ -110,17 +111,6 @@ def fill_marker_gaps(
     return out, long_gaps
 
 
-def _lowpass(x: np.ndarray, *, rate: float, cutoff: float, order: int) -> np.ndarray:
-    """Zero-phase Butterworth low-pass along axis 0 (no-op when too short or cut-off too high)."""
-    if cutoff >= 0.5 * rate:
-        return x
-    sos = signal.butter(order, cutoff, btype="low", fs=rate, output="sos")
-    padlen = 3 * (2 * len(sos) + 1)
-    if x.shape[0] <= padlen:
-        return x
-    return signal.sosfiltfilt(sos, x, axis=0)
-
-
 def condition_plate(
     plate: Plate, *, rate: float, threshold: float, cutoff: float, order: int, min_contact: float
 ) -> Plate:
@@ -137,8 +127,8 @@ def condition_plate(
     mask = np.zeros(len(fy), bool)
     for a, b in runs:
         mask[a:b] = True
-    force = _lowpass(np.nan_to_num(plate.force), rate=rate, cutoff=cutoff, order=order)
-    moment = _lowpass(np.nan_to_num(plate.moment), rate=rate, cutoff=cutoff, order=order)
+    force = lowpass(np.nan_to_num(plate.force), rate=rate, cutoff=cutoff, order=order)
+    moment = lowpass(np.nan_to_num(plate.moment), rate=rate, cutoff=cutoff, order=order)
     force[~mask] = 0.0
     moment[~mask] = 0.0
     cop = np.full_like(plate.cop, np.nan)
@@ -151,7 +141,7 @@ def condition_plate(
             idx = np.arange(b - a)
             for k in range(3):
                 seg[bad, k] = np.interp(idx[bad], idx[~bad], seg[~bad, k])
-        cop[a:b] = _lowpass(seg, rate=rate, cutoff=cutoff, order=order)
+        cop[a:b] = lowpass(seg, rate=rate, cutoff=cutoff, order=order)
     if runs:
         known = ~np.isnan(cop).any(axis=1)
         idx = np.arange(len(cop))
