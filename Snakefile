@@ -25,13 +25,13 @@ include: "workflow/rules/import.smk"
 include: "workflow/rules/emg.smk"
 include: "workflow/rules/opensim.smk"
 include: "workflow/rules/estimate.smk"
-include: "workflow/rules/nmm.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/twin.smk"
+include: "workflow/rules/contact.smk"
 
 
 rule all:
     """Every subject's outputs and the cohort summary."""
     input:
-        all_targets(),
+        all_targets() + contact_targets(),
     default_target: True

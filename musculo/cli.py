@@ -39,14 +39,50 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
 
 def _subject_validate(args: argparse.Namespace) -> int:
-    from musculo.subject import load_subject
+    import yaml
 
+    from musculo.io.atomic import atomic_output
+    from musculo.subject import load_subject
+    from musculo.validate import check_subject
+
+    status = 0
     for path in args.paths:
-        subject = load_subject(path)
-        print(
-            f"{subject.id}: valid ({len(subject.trials)} trials, "
-            f"{len(subject.emg_channels)} EMG channels, {len(subject.unmeasured)} unmeasured muscles)"
-        )
+        if args.quick:
+            subject = load_subject(path)
+            problems = []
+        else:
+            subject, problems, suggested = check_subject(
+                path, mirrors=args.mirror, download=args.download
+            )
+        for problem in problems:
+            print(str(problem), file=sys.stderr if problem.level == "error" else sys.stdout)
+        errors = [p for p in problems if p.level == "error"]
+        if subject is None or errors:
+            status = 1
+            print(f"{path}: INVALID ({len(errors)} error(s), {len(problems) - len(errors)} warning(s))")
+        else:
+            print(
+                f"{subject.id}: valid ({len(subject.trials)} trials, "
+                f"{len(subject.emg_channels)} EMG channels, {len(subject.unmeasured)} unmeasured muscles"
+                f"{', files not opened (--quick)' if args.quick else ''}"
+                f"{f', {len(problems)} warning(s)' if problems else ''})"
+            )
+        if args.fix_suggestions and not args.quick and subject is not None and problems:
+            out = subject.dir / "subject.suggested.yaml"
+            with atomic_output(out) as tmp:
+                tmp.write_text(
+                    f"# suggested by musculo subject validate --fix-suggestions from {subject.path.name}\n"
+                    + yaml.safe_dump(suggested, sort_keys=False, allow_unicode=True)
+                )
+            print(f"{subject.id}: suggested subject file written to {out}")
+    return status
+
+
+def _subject_init(args: argparse.Namespace) -> int:
+    from musculo.subject_init import draft_subject
+
+    out = draft_subject(args.folder, subject_id=args.id, force=args.force)
+    print(f"draft written to {out}; edit it, then run: musculo subject validate {out.parent}")
     return 0
 
 
@@ -74,9 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     subj = sub.add_parser("subject", help="subject files").add_subparsers(dest="action", required=True)
-    p = subj.add_parser("validate", help="validate subjects/<id> (or its subject.yaml)")
+    p = subj.add_parser(
+        "validate",
+        help="validate subjects/<id> (or its subject.yaml): the file, then its trials and model opened",
+    )
     p.add_argument("paths", nargs="+")
+    p.add_argument("--quick", action="store_true", help="check the subject file only; open no data file")
+    p.add_argument(
+        "--fix-suggestions", action="store_true",
+        help="write subjects/<id>/subject.suggested.yaml with the fixes derived from the data",
+    )
+    p.add_argument(
+        "--download", action="store_true",
+        help="download dataset files missing from the mirrors and cache (default: report them)",
+    )
+    p.add_argument(
+        "--mirror", action="append", default=[],
+        help="local mirror folder holding <dataset>/<file> (also MUSCULO_DATA_MIRROR)",
+    )
     p.set_defaults(func=_subject_validate)
+    p = subj.add_parser(
+        "init", help="draft subjects/<id>/subject.yaml from a folder of C3D files (static, EMG, plates, axes)"
+    )
+    p.add_argument("folder", help="folder holding the subject's C3D files; the draft is written there")
+    p.add_argument("--id", help="subject id (default: the folder name)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing subject.yaml")
+    p.set_defaults(func=_subject_init)
     return parser
 
 

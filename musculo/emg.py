@@ -18,7 +18,6 @@ import pandas as pd
 from scipy import signal
 
 from musculo import logger
-from musculo.errors import InputDataError
 from musculo.io.atomic import atomic_output
 from musculo.io.tables import read_sto, write_sto
 from musculo.io.trc import read_trc
@@ -35,15 +34,18 @@ def channel_quality(
     flat_std_min: float = 1e-6,
     snr_min_db: float = 9.5,
     mains_share_max: float = 0.3,
+    max_abs: float | None = 10.0,
 ) -> dict[str, Any]:
-    """Quality of one raw EMG channel: flags (saturated, flat, noise, mains) and the metrics behind them.
+    """Quality of one raw EMG channel: flags (saturated, flat, noise, mains, out_of_range) and metrics.
 
     - saturation: share of samples within 0.5 % of the channel's largest absolute value (a clipped
       amplifier sits there for long stretches; a live signal touches its peak only briefly);
     - flat: standard deviation below ``flat_std_min``;
     - noise: 20 log10 of the 95th over the 5th percentile of the 100-ms moving RMS of the
       band-passed signal below ``snr_min_db`` (no activity bursts above the noise floor);
-    - mains: share of band-passed power within 1 Hz of 50/60 Hz and their harmonics.
+    - mains: share of band-passed power within 1 Hz of 50/60 Hz and their harmonics;
+    - out_of_range: largest absolute value above ``max_abs`` (V): no amplifier output reaches it,
+      so the channel's scale or units are wrong (None: no check).
     """
     x = np.asarray(x, dtype=float)
     flags: list[str] = []
@@ -51,6 +53,8 @@ def channel_quality(
     std = float(np.std(x))
     sat = float(np.mean(np.abs(x) >= 0.995 * peak)) if peak > 0 else 1.0
     metrics: dict[str, float] = {"peak": peak, "std": std, "saturation_share": sat}
+    if max_abs is not None and peak > max_abs:
+        flags.append("out_of_range")
     if std < flat_std_min:
         flags.append("flat")
         metrics.update(snr_db=0.0, mains_share=0.0)
@@ -93,6 +97,7 @@ def process_emg_trial(
     flat_std_min: float = 1e-6,
     snr_min_db: float = 9.5,
     mains_share_max: float = 0.3,
+    max_abs: float | None = 10.0,
     exclude_flagged: bool = True,
     **_: Any,
 ) -> dict[str, Any]:
@@ -115,6 +120,7 @@ def process_emg_trial(
             flat_std_min=flat_std_min,
             snr_min_db=snr_min_db,
             mains_share_max=mains_share_max,
+            max_abs=max_abs,
         )
         q["use"] = not (exclude_flagged and q["flags"])
         if q["flags"]:
@@ -164,10 +170,17 @@ def normalise_emg(
         else:
             used, method = [t for t in trials if role.get(t) == "dynamic"], "peak"
         peaks = [float(tables[t][ch].max()) for t in used if ch in tables[t]]
-        if not peaks or max(peaks) <= 0:
-            raise InputDataError(
-                f"{subject.path}: EMG channel {ch} has no positive envelope in trials {used}"
+        if not peaks or not np.isfinite(max(peaks)) or max(peaks) <= 0:
+            # a dead (all-zero) channel: flagged 'flat' by the quality check and left out of
+            # modelling, like a saturated one; the other channels carry on
+            logger.warning(
+                "%s: EMG channel %s has no positive envelope in trials %s (a flat or dead channel): "
+                "it is not normalised and not used",
+                subject.id, ch, used,
             )
+            out[ch] = {"divisor": None, "method": "none", "trials": used,
+                       "reason": "no positive envelope (flat or dead channel)"}
+            continue
         out[ch] = {"divisor": max(peaks), "method": method, "trials": used}
     with atomic_output(output_json) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
@@ -193,7 +206,7 @@ def emg_excitations(
     norm = json.loads(Path(normalisation_json).read_text())
     cols: dict[str, np.ndarray] = {}
     for ch, muscles in subject.emg_channels.items():
-        if not quality.get(ch, {}).get("use", False):
+        if not quality.get(ch, {}).get("use", False) or not norm.get(ch, {}).get("divisor"):
             continue
         x = np.clip(env[ch].to_numpy(float) / norm[ch]["divisor"], 0.0, 1.0)
         for m in muscles:

@@ -10,6 +10,9 @@
 
 Rows are long format: ``subject, trial, method, quantity, channel, metric, value`` with
 ``quantity`` in ``moment`` (channel = coordinate) or ``excitation`` (channel = hidden muscle).
+
+Every method goes through :func:`run_evaluation`: the estimator registry
+(:mod:`musculo.estimators.registry`) says how to build it and what it reads.
 """
 
 from __future__ import annotations
@@ -25,12 +28,19 @@ import pandas as pd
 
 from musculo import logger
 from musculo.errors import EstimatorError
-from musculo.estimators.base import Estimator
+from musculo.estimators import registry
+from musculo.estimators.base import Estimator, Prediction, join_predictions
+from musculo.estimators.calibration import load_calibration
+from musculo.estimators.trials import NO_EMG, NOT_FITTED, hideable_muscles, load_trials, usable_emg
 from musculo.io.atomic import atomic_output
+from musculo.io.tables import EVALUATION_COLUMNS as COLUMNS
+from musculo.io.tables import write_evaluation_table as write_table
 from musculo.io.tables import write_sto
-from musculo.physics.data import TrialData, load_trial_dir, select_muscles
+from musculo.physics.data import TrialData
+from musculo.settings import Settings
+from musculo.subject import Subject
 
-COLUMNS = ["subject", "trial", "method", "quantity", "channel", "metric", "value"]
+__all__ = ["COLUMNS", "hideable_muscles", "run_evaluation", "usable_emg", "write_table"]
 Fold = tuple[list[TrialData], list[TrialData]]
 
 
@@ -53,6 +63,11 @@ def make_folds(trials: Sequence[TrialData], *, n_folds: int = 2, n_segments: int
         train = [t for j, t in enumerate(trials) if j % k != i]
         folds.append((train, test))
     return folds
+
+
+def source_trial(name: str) -> str:
+    """The trial a fold's held-out item comes from (``walk1`` for the time span ``walk1@0``)."""
+    return name.split("@", 1)[0]
 
 
 def _r(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,21 +145,24 @@ def evaluate_estimator(
         method: the ``method`` column (``so``, ``mse``, ``nmm``, ...).
         hide: measured muscles for leave-one-muscle-out; muscles not measured in a fold's training
             trials are skipped with a warning.
-        out_dir: ``results/<s>/<method>``: receives ``<trial>.excitations.sto``,
-            ``<trial>.moments.sto``, ``lomo/<muscle>/<trial>.excitations.sto`` and ``evaluation.tsv``.
+        out_dir: ``results/<s>/<method>``: receives ``predictions/<trial>.excitations.sto``,
+            ``predictions/<trial>.moments.sto`` (``.forces.sto``),
+            ``lomo/<muscle>/<trial>.excitations.sto`` and ``evaluation.tsv``; the time spans of a
+            single-trial subject are joined per trial.
         channels: EMG channel -> model muscles (``emg.channels``); a hidden muscle is hidden together
             with every muscle sharing its channel (see :func:`hidden_groups`), one fit per group.
     """
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     groups = hidden_groups(hide, channels)
+    predictions: dict[str, list[Prediction]] = {}
+    hidden_predictions: dict[tuple[str, str], list[pd.DataFrame]] = {}
     for i, (train, test) in enumerate(folds):
         est = make_estimator().fit(train, hidden=())
         logger.info("%s %s: fold %d fitted on %s", method, subject, i, [t.name for t in train])
         for trial in test:
             pred = est.predict(trial)
-            pred.write(excitations=out / f"{trial.name}.excitations.sto",
-                       moments=out / f"{trial.name}.moments.sto")
+            predictions.setdefault(source_trial(trial.name), []).append(pred)
             for j, coord in enumerate(trial.coordinates):
                 rows += _rows(subject, trial.name, method, "moment", coord,
                               moment_metrics(pred.moments[coord].to_numpy(), trial.id_moment[:, j]))
@@ -163,160 +181,84 @@ def evaluate_estimator(
             for trial in test:
                 pred = fitted[key].predict(trial)
                 lomo = pred.excitations[[muscle]]
-                write_sto(out / "lomo" / muscle / f"{trial.name}.excitations.sto", lomo, name="excitations")
+                hidden_predictions.setdefault((muscle, source_trial(trial.name)), []).append(lomo)
                 ref = trial.excitation[:, trial.muscles.index(muscle)]
                 rows += _rows(subject, trial.name, method, "excitation", muscle,
                               excitation_metrics(lomo[muscle].to_numpy(), ref))
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    (out / "lomo").mkdir(parents=True, exist_ok=True)
+    for name, parts in predictions.items():
+        join_predictions(parts).write(out / "predictions", name)
+    for (muscle, name), tables in hidden_predictions.items():
+        joined = pd.concat(sorted(tables, key=lambda t: float(t.index[0])))
+        write_sto(out / "lomo" / muscle / f"{name}.excitations.sto", joined, name="excitations")
     table = pd.DataFrame(rows, columns=COLUMNS)
     write_table(table, out / "evaluation.tsv")
     return table
 
 
-def hideable_muscles(hide: Sequence[str], trials: Sequence[TrialData], *, subject: str) -> list[str]:
-    """The muscles of ``hide`` that have EMG in every trial (the others are logged and left out)."""
-    hidden = [m for m in hide if all(m in t.muscles and t.measured[t.muscles.index(m)] for t in trials)]
-    skipped = sorted(set(hide) - set(hidden))
-    if skipped:
-        logger.warning("%s: hide muscles %s have no EMG in every trial; left out of leave-one-muscle-out",
-                       subject, skipped)
-    return hidden
-
-
-def usable_emg(trials: Sequence[TrialData]) -> bool:
-    """Whether any modelled muscle has an EMG excitation (a channel that passed quality)."""
-    return any(bool(np.any(t.measured)) for t in trials)
-
-
-NOT_FITTED = "not fitted"
-
-
 def write_not_applicable(
-    *, method: str, subject: str, out_dir: str | os.PathLike[str], reason: str,
-    state_files: Sequence[str] = (),
+    *, method: str, subject: str, out_dir: str | os.PathLike[str], reason: str
 ) -> pd.DataFrame:
-    """Record that an EMG-driven method cannot run for a subject, without failing the workflow.
+    """Record that a method cannot run for a subject, without failing the workflow.
 
-    Writes a header-only ``evaluation.tsv`` and, for each of ``state_files``, a JSON status
-    (``{"status": "not fitted", "reason": ...}``; files ending in ``.pt`` get an empty torch state),
-    so that the report states why the method has no rows while other subjects carry on.
+    Writes a header-only ``evaluation.tsv``, empty ``predictions/`` and ``lomo/`` folders and
+    ``model/status.json`` (``{"status": "not fitted", "reason": ...}``), so that the report states
+    why the method has no rows while other subjects carry on.
     """
     out = Path(out_dir)
     logger.warning("%s %s: not fitted: %s", method, subject, reason)
     status = {"status": NOT_FITTED, "method": method, "subject": subject, "reason": reason}
-    for name in state_files:
-        with atomic_output(out / name) as tmp:
-            if name.endswith(".pt"):
-                import torch
-
-                torch.save({"status": NOT_FITTED, "reason": reason}, tmp)
-            else:
-                tmp.write_text(json.dumps(status, indent=2) + "\n")
+    for name in ("predictions", "lomo"):
+        (out / name).mkdir(parents=True, exist_ok=True)
+    with atomic_output(out / "model" / "status.json") as tmp:
+        tmp.write_text(json.dumps(status, indent=2) + "\n")
     table = pd.DataFrame(columns=COLUMNS)
     write_table(table, out / "evaluation.tsv")
     return table
 
 
-def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write an evaluation table as TSV atomically (fixed float format, so reruns are identical)."""
-    with atomic_output(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="nan")
-
-
-def load_subject_trials(
-    *, trial_dirs: Sequence[str | os.PathLike[str]], coordinates: Sequence[str] | None = None,
-    with_so: bool = False, measured: Sequence[str] | None = None, unmeasured: Sequence[str] | None = None,
-    source: str = "subject file", window: str = "all",
-) -> list[TrialData]:
-    """Load each ``results/<s>/<t>/`` folder as a :class:`TrialData`.
-
-    With ``measured`` (the subject's EMG-mapped muscles) and/or ``unmeasured`` (its muscles to
-    estimate), the trials hold only the modelled muscle set of
-    :func:`musculo.physics.data.model_muscles`; with both None, every model muscle. ``window``
-    (config ``physics.window``) selects the frames, see :func:`musculo.physics.data.load_trial_dir`.
-    """
-    trials = [load_trial_dir(d, coordinates=list(coordinates) if coordinates else None, with_so=with_so,
-                             window=window)
-              for d in trial_dirs]
-    return select_muscles(trials, measured=measured, unmeasured=unmeasured, source=source)
-
-
-def run_method_evaluation(
+def run_evaluation(
     *,
     method: str,
-    subject: str,
+    subject: Subject,
     trial_dirs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
-    coordinates: Sequence[str] | None = None,
-    hide: Sequence[str] = (),
-    channels: Mapping[str, Sequence[str]] | None = None,
-    measured: Sequence[str] | None = None,
-    unmeasured: Sequence[str] | None = None,
-    physics: dict[str, Any] | None = None,
-    mse: dict[str, Any] | None = None,
-    evaluation: dict[str, Any] | None = None,
+    settings: Settings,
     calibration: str | os.PathLike[str] | None = None,
-    seed: int = 0,
 ) -> pd.DataFrame:
-    """Evaluate ``method`` (``mse`` or ``so``) on a subject's trial folders (Snakemake entry point).
+    """Evaluate a registered method on a subject's trial folders; the one driver of every method.
 
-    ``mse`` models the subject's muscle set (``measured`` muscles with EMG plus ``unmeasured``,
-    see :func:`musculo.physics.data.model_muscles`) and extrapolates exactly the ``unmeasured``
-    ones (plus the hidden muscles in leave-one-muscle-out: a muscle of ``hide`` together with every
-    muscle sharing its EMG channel in ``channels``). ``so`` is OpenSim's solution over every
-    muscle of the scaled model: its moments sum all of them; its hidden-muscle rows compare SO's
-    activation of that muscle with its envelope.
+    Writes under ``out_dir`` (``results/<s>/<method>``): ``evaluation.tsv``; ``predictions/``
+    with ``<trial>.excitations.sto``, ``<trial>.moments.sto`` (and ``<trial>.forces.sto`` for
+    methods with muscle forces) for every held-out trial (time spans of a single-trial subject are
+    joined back into one file per trial); ``lomo/<muscle>/<trial>.excitations.sto``; ``model/``,
+    the deployable estimator fitted on every trial after the folds.
 
-    No fold sees its held-out trials: with ``mse.calibrate_physics`` (default) the physics
-    parameters are calibrated jointly with the weights on each fold's training trials only;
-    without it the physics keeps the scaled model's own parameters. The subject's ``calibration``
-    file (fitted on every trial, held-out ones included) never enters the folds: it is only the
-    starting point of the deployable estimator fitted on every trial after the folds and saved
-    under ``out_dir``.
+    No fold sees its held-out trials. The subject's ``calibration`` file (fitted on every trial,
+    held-out ones included) never enters a fold: it only starts the deployable estimator of the
+    methods whose spec says so. Methods that need EMG are recorded as "not fitted" for subjects
+    without a usable channel.
     """
-    from musculo.estimators.calibration import DEFAULT_CALIBRATED, load_calibration
-    from musculo.estimators.mse import mse_from_config
-    from musculo.estimators.so import SOEstimator
-
-    ev = dict(evaluation or {})
-    physics = dict(physics or {})
-    cfg = dict(mse or {})
-    source = f"subject {subject}"
-    window = str(physics.get("window", "all"))
-    if method == "so":
-        trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates, with_so=True,
-                                     source=source, window=window)
-    else:
-        trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates, measured=measured,
-                                     unmeasured=unmeasured, source=source, window=window)
-    if method != "so" and not usable_emg(trials):
-        return write_not_applicable(
-            method=method, subject=subject, out_dir=out_dir, state_files=[f"{method}.json"],
-            reason="no EMG channel of the subject passed quality in every trial (see emg_quality.json)")
-    folds = make_folds(trials, n_folds=int(ev.get("n_folds", 2)), n_segments=int(ev.get("n_segments", 3)))
-    make: Callable[[], Estimator]
-    final: Callable[[], Estimator]
-    if method == "so":
-        def make() -> Estimator:
-            return SOEstimator(physics=physics)
-        final = make
-    elif method == "mse":
-        trainable = list(physics.get("calibrate", DEFAULT_CALIBRATED)) \
-            if cfg.get("calibrate_physics", True) else []
-        subject_calib = load_calibration(calibration) if calibration is not None and trainable else None
-
-        def make() -> Estimator:
-            return mse_from_config(mse=cfg, physics=physics, trainable_physics=trainable, seed=seed)
-
-        def final() -> Estimator:
-            return mse_from_config(mse=cfg, physics=physics, calibration=subject_calib,
-                                   trainable_physics=trainable, seed=seed)
-    else:
-        raise EstimatorError(f"evaluation: unknown method {method!r} for run_method_evaluation (mse, so)")
-    # SO ignores EMG, but its activation of a hidden muscle is compared with the same envelope.
-    hidden = hideable_muscles(hide, trials, subject=subject)
-    table = evaluate_estimator(make_estimator=make, subject=subject, folds=folds, method=method,
-                               hide=hidden, out_dir=out_dir, channels=channels)
-    final().fit(trials).save(out_dir)
+    spec = registry.get(method)
+    out = Path(out_dir)
+    trials = load_trials(subject, trial_dirs, settings=settings, muscle_set=spec.muscle_set,
+                         with_so=spec.needs_so)
+    has_emg = usable_emg(trials)
+    if spec.needs_emg and not has_emg:
+        return write_not_applicable(method=method, subject=subject.id, out_dir=out, reason=NO_EMG)
+    folds = make_folds(trials, n_folds=settings.evaluation.n_folds, n_segments=settings.evaluation.n_segments)
+    hidden = hideable_muscles(subject.hide, trials, subject=subject.id) if has_emg else []
+    registry.build(method, settings)  # check the hyper-parameters before any fit
+    table = evaluate_estimator(make_estimator=lambda: registry.build(method, settings), subject=subject.id,
+                               folds=folds, method=method, hide=hidden, out_dir=out,
+                               channels=subject.emg_channels)
+    start = load_calibration(calibration) if calibration is not None and spec.uses_calibration(settings) \
+        else None
+    final = registry.build(method, settings, calibration=start) if start else registry.build(method, settings)
+    model_dir = out / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    final.fit(trials).save(model_dir)
     return table
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,10 @@ from musculo.io.atomic import atomic_output
 FileRef = str | dict[str, str]
 
 _AXES = {"X": 0, "Y": 1, "Z": 2}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+"""Subject ids and trial names: letters, digits, ``_ . -``, not starting with a dot (no ``..``)."""
+OVERRIDABLE = ("import", "emg", "opensim")
+"""Config sections a subject file may override under its ``config`` key."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,11 @@ class Subject:
         fp = self.raw.get("force_plates", "auto")
         return fp if isinstance(fp, str) else {int(k): v for k, v in fp.items()}
 
+    @property
+    def config_overrides(self) -> dict[str, Any]:
+        """The subject's ``config`` overrides (sections of the workflow config), possibly empty."""
+        return copy.deepcopy(self.raw.get("config", {}))
+
     def lab_to_opensim(self) -> np.ndarray:
         """Rotation matrix R with ``x_opensim = R @ x_lab`` (OpenSim: X forward, Y up, Z right)."""
         return lab_rotation(
@@ -179,6 +190,12 @@ def _check_ref(ref: FileRef, where: str, subject_dir: Path, source: Path, genera
         except DatasetError as exc:
             raise SubjectFileError(f"{source}: {where}: {exc}") from None
         return
+    if Path(ref).is_absolute() or ".." in Path(ref).parts:
+        raise SubjectFileError(
+            f"{source}: {where}: {ref!r} points outside the subject folder; file paths are relative "
+            f"to {subject_dir}/ and may not use '..' or start at '/': copy or link the file into the "
+            "folder, or refer to a registered dataset file as {dataset: NAME, file: PATH}"
+        )
     path = subject_dir / ref
     if not generated and not path.is_file():
         raise SubjectFileError(
@@ -205,6 +222,8 @@ def load_subject(path: str | os.PathLike[str]) -> Subject:
         raise SubjectFileError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise SubjectFileError(f"{path}: a subject file must be a mapping of keys to values")
+    if isinstance(raw.get("force_plates"), dict):  # YAML reads {1: right} with integer keys
+        raw["force_plates"] = {str(k): v for k, v in raw["force_plates"].items()}
     try:
         validate(raw, "subject", source=path)
     except ConfigError as exc:
@@ -232,8 +251,16 @@ def load_subject(path: str | os.PathLike[str]) -> Subject:
             raise SubjectFileError(f"{path}: trials[{i}].time_range must be [start, end], start < end")
     n_static = len(subject.trial_names("static"))
     if n_static != 1:
+        hint = (
+            "without a static recording, declare a still stretch of a dynamic trial as the static "
+            "trial: the same file under another name with role: static and a time_range of about "
+            "0.5 s where the subject stands still (both feet down, no walking)"
+            if n_static == 0
+            else "keep one and give the others role 'dynamic' or remove them"
+        )
         raise SubjectFileError(
-            f"{path}: trials: {n_static} trials have role 'static'; exactly one is needed for scaling"
+            f"{path}: trials: {n_static} trials have role 'static'; exactly one is needed for "
+            f"scaling; {hint}"
         )
     if not subject.trial_names("dynamic"):
         raise SubjectFileError(f"{path}: trials: no trial has role 'dynamic'")
@@ -250,7 +277,78 @@ def load_subject(path: str | os.PathLike[str]) -> Subject:
             f"muscles ({sorted(measured)})"
         )
     subject.lab_to_opensim()
+    if "config" in raw:
+        subject_config({}, subject)  # raises naming the subject file and the key
     return subject
+
+
+def subject_config(config: dict[str, Any], subject: Subject) -> dict[str, Any]:
+    """The workflow config with the subject's ``config`` overrides merged in, validated.
+
+    Only the sections in :data:`OVERRIDABLE` may be overridden; nested mappings merge key by key
+    (``{opensim: {max_marker_rms: 0.06}}`` changes that one value). Raises
+    :class:`SubjectFileError` naming the subject file and the key for a value the config schema
+    rejects.
+    """
+    overrides = subject.config_overrides
+    bad = sorted(set(overrides) - set(OVERRIDABLE))
+    if bad:
+        raise SubjectFileError(
+            f"{subject.path}: config: section(s) {bad} cannot be set per subject; "
+            f"only {', '.join(OVERRIDABLE)} can"
+        )
+    merged = copy.deepcopy(dict(config))
+
+    def merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+
+    merge(merged, overrides)
+    try:
+        validate(merged, "config", source=f"{subject.path} (config overrides)")
+    except ConfigError as exc:
+        message = str(exc).replace("invalid config file", "invalid per-subject config")
+        raise SubjectFileError(message) from None
+    return merged
+
+
+def check_subject_ids(ids: list[str], root: str | os.PathLike[str] = "subjects") -> list[str]:
+    """Check subject ids (e.g. from ``--config subjects=[...]``): safe names of existing folders.
+
+    Raises :class:`SubjectFileError` for an id that is not a plain folder name (``..``, ``/``,
+    spaces) or names no ``<root>/<id>/subject.yaml``.
+    """
+    root = Path(root)
+    for sid in ids:
+        if not isinstance(sid, str) or not ID_PATTERN.match(sid):
+            raise SubjectFileError(
+                f"subjects: {sid!r} is not a subject id; ids are folder names under {root}/ made of "
+                "letters, digits, '_', '.' and '-' (not starting with '.'), e.g. subjects=[lab-s01]"
+            )
+        if not (root / sid / "subject.yaml").is_file():
+            known = ", ".join(discover_subjects(root)) or "none"
+            raise SubjectFileError(
+                f"subjects: {sid!r} has no {root / sid / 'subject.yaml'}; known subjects: {known}"
+            )
+    return list(ids)
+
+
+def load_subjects(
+    ids: list[str], root: str | os.PathLike[str] = "subjects"
+) -> tuple[dict[str, Subject], dict[str, str]]:
+    """Load many subjects, tolerating bad ones: (valid subjects by id, error message by id)."""
+    good: dict[str, Subject] = {}
+    errors: dict[str, str] = {}
+    for sid in ids:
+        try:
+            good[sid] = load_subject(Path(root) / sid / "subject.yaml")
+        except SubjectFileError as exc:
+            errors[sid] = str(exc)
+            logger.warning("subject %s is invalid and is left out: %s", sid, exc)
+    return good, errors
 
 
 def fetch_inputs(

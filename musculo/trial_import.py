@@ -258,6 +258,21 @@ def _assign_contacts(
     """Assign each contact (plate, [a, b)) to a foot, from the subject file or the nearest foot markers."""
     fixed = subject.force_plates
     out: list[tuple[Plate, int, int, str]] = []
+    if isinstance(fixed, dict):
+        numbers = [p.number for p in plates]
+        unknown = sorted(n for n in fixed if n not in numbers)
+        if unknown:
+            raise UnloadedPlateError(
+                f"{source}: force_plates in {subject.path} names plate(s) {unknown}, but the trial has "
+                f"plates {numbers}; number the plates 1..{len(numbers)} in file order"
+            )
+        dropped = [p.number for p in plates if p.number not in fixed and p.contacts]
+        if dropped:
+            raise UnloadedPlateError(
+                f"{source}: force plate(s) {dropped} are loaded but not listed in force_plates of "
+                f"{subject.path}, so their load would be lost; assign them to a foot, or write "
+                f"{{{dropped[0]}: none}} to leave a plate out on purpose"
+            )
     for plate in plates:
         if isinstance(fixed, dict):
             foot = fixed.get(plate.number, "none")
@@ -355,6 +370,76 @@ def _events(
     return out
 
 
+def check_time_range(
+    time: np.ndarray, rng: list[float] | tuple[float, float] | None, *, source: Path,
+    subject_file: Path | str, trial: str,
+) -> None:
+    """Raise :class:`InputDataError` when a trial's ``time_range`` is not within its time axis."""
+    if not rng or not len(time):
+        return
+    lo, hi = float(time[0]), float(time[-1])
+    step = float(np.median(np.diff(time))) if len(time) > 1 else 0.0
+    if rng[0] < lo - step - 1e-9 or rng[1] > hi + step + 1e-9 or rng[1] - rng[0] < 2 * step:
+        raise InputDataError(
+            f"{source}: time_range {list(rng)} of trial {trial!r} in {subject_file} is not within the "
+            f"trial's time axis [{lo:.4g}, {hi:.4g}] s (a C3D's time starts at first_frame / rate, "
+            f"here {lo:.4g} s, not at 0); give a range inside it, e.g. time_range: [{lo:.4g}, {hi:.4g}]"
+        )
+
+
+def empty_spans(time: np.ndarray, markers: np.ndarray) -> tuple[int, int]:
+    """Number of frames at the start and at the end of a trial in which no marker is seen."""
+    seen = ~np.isnan(markers).any(axis=2)  # (T, M)
+    any_seen = seen.any(axis=1)
+    if not any_seen.any():
+        return len(time), len(time)
+    first = int(np.argmax(any_seen))
+    last = int(len(any_seen) - 1 - np.argmax(any_seen[::-1]))
+    return first, len(any_seen) - 1 - last
+
+
+def check_empty_frames(
+    time: np.ndarray, markers: np.ndarray, rng: list[float] | tuple[float, float] | None, *,
+    source: Path, subject_file: Path | str, trial: str,
+) -> None:
+    """Raise :class:`InputDataError` when the analysed window starts or ends with frames holding no
+    marker at all (inverse kinematics cannot solve them); the message gives a time_range that fits."""
+    keep = (time >= rng[0] - 1e-9) & (time <= rng[1] + 1e-9) if rng else np.ones(len(time), bool)
+    t, m = time[keep], markers[keep]
+    if not len(t):
+        return
+    head, tail = empty_spans(t, m)
+    if head == len(t):
+        raise InputDataError(
+            f"{source}: trial {trial!r} holds no marker in any frame"
+            + (f" of its time_range {list(rng)}" if rng else "")
+            + f"; check the file or the time_range in {subject_file}"
+        )
+    if head or tail:
+        start, end = float(t[head]), float(t[len(t) - 1 - tail])
+        raise InputDataError(
+            f"{source}: trial {trial!r} has {head} frame(s) at the start and {tail} at the end with no "
+            f"marker at all ({t[0]:.4g}-{t[-1]:.4g} s), which inverse kinematics cannot solve; set "
+            f"time_range: [{start:.4g}, {end:.4g}] for this trial in {subject_file}"
+        )
+
+
+def check_analog_duration(
+    *, n_samples: int, analog_rate: float, marker_time: np.ndarray, marker_rate: float, source: Path,
+) -> None:
+    """Raise :class:`InputDataError` when the analog samples at their stated rate do not span the
+    marker recording (a wrong analog rate in the header shifts EMG and forces against the markers)."""
+    marker_span = len(marker_time) / marker_rate
+    analog_span = n_samples / analog_rate
+    if abs(analog_span - marker_span) > max(0.01 * marker_span, 2.0 / marker_rate):
+        implied = n_samples / marker_span
+        raise InputDataError(
+            f"{source}: {n_samples} analog samples at the stated {analog_rate:g} Hz last {analog_span:.4g} s "
+            f"but the markers last {marker_span:.4g} s: the analog rate is wrong (the samples imply "
+            f"about {implied:.0f} Hz); correct the rate in the file header"
+        )
+
+
 def external_loads_xml(path: str | os.PathLike[str], *, datafile: str = "grf.mot") -> Path:
     """Write an OpenSim ExternalLoads XML (one ExternalForce per foot, in ground) reading ``datafile``."""
     import opensim
@@ -431,6 +516,13 @@ def import_trial(
     markers = _rotate(markers, rot)
     time = raw.time
     rng = info.get("time_range")
+    check_time_range(time, rng, source=source, subject_file=subject.path, trial=trial)
+    check_empty_frames(time, raw.markers, rng, source=source, subject_file=subject.path, trial=trial)
+    if raw.emg is not None and raw.emg.shape[0] and raw.emg_rate > 0 and len(time) > 1:
+        check_analog_duration(
+            n_samples=raw.emg.shape[0], analog_rate=raw.emg_rate, marker_time=time,
+            marker_rate=raw.rate, source=Path(info.get("analog") or source),
+        )
 
     def crop(t: np.ndarray) -> np.ndarray:
         return (t >= rng[0] - 1e-9) & (t <= rng[1] + 1e-9) if rng else np.ones(len(t), bool)

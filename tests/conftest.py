@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from musculo.datasets import dataset_path
+from musculo.datasets import dataset_path, mirror_dirs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,11 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 def dataset_file() -> Callable[[str, str], Path]:
     """Return a function giving the verified local path of a registered dataset file.
 
-    It fails (never skips) when the data is missing: set MUSCULO_DATA_MIRROR to the datasets folder.
+    With a mirror set (MUSCULO_DATA_MIRROR) the file must be there or in the cache; with no mirror
+    it is downloaded from its pinned upstream commit and verified by sha256, like
+    ``musculo datasets fetch``. Either way the test fails (never skips) when the data cannot be had.
     """
+    download = not mirror_dirs()
 
     def get(dataset: str, file: str) -> Path:
-        return dataset_path(dataset, file, download=False)
+        return dataset_path(dataset, file, download=download)
 
     return get
 
@@ -58,3 +61,4 @@ def workflow_run() -> Path:
         tail = log.read_text()[-6000:]
         pytest.fail(f"snakemake failed (exit {proc.returncode}); end of {log}:\n{tail}")
     return REPO / "results"
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import settings, synthetic_subject
 
 from musculo.evaluation import (
     COLUMNS,
@@ -12,7 +13,7 @@ from musculo.evaluation import (
     excitation_metrics,
     make_folds,
     moment_metrics,
-    run_method_evaluation,
+    run_evaluation,
 )
 from musculo.physics.synthetic import synthetic_trials, write_trial_dir
 
@@ -44,11 +45,12 @@ def _run(tmp_path, name):
     dirs = [write_trial_dir(t, tmp_path / "data" / t.name) for t in trials]
     out = tmp_path / name
     tables = []
+    subject = synthetic_subject(tmp_path, hide=["m1"])
+    cfg = settings(physics={"calibrate": ["strength_scale"]}, mse={"max_iter": 30, "n_synergies": 2},
+                   evaluation={"n_folds": 3}, seed=1)
     for method in ("so", "mse"):
-        tables.append(run_method_evaluation(
-            method=method, subject="syn", trial_dirs=dirs, out_dir=out / method, hide=["m1"],
-            physics={"calibrate": ["strength_scale"]}, mse={"max_iter": 30, "n_synergies": 2},
-            evaluation={"n_folds": 3}, seed=1))
+        tables.append(run_evaluation(method=method, subject=subject, trial_dirs=dirs, out_dir=out / method,
+                                     settings=cfg))
     concatenate_evaluations(inputs=[out / "so" / "evaluation.tsv", out / "mse" / "evaluation.tsv"],
                             output=out / "evaluation.tsv")
     return out, tables
@@ -68,13 +70,14 @@ def test_protocol_rows_files_and_determinism(tmp_path):
         lomo = rows[rows["quantity"] == "excitation"]
         assert set(lomo["channel"]) == {"m1"} and set(lomo["metric"]) == {"r", "rmse", "vaf"}
         assert (out / method / "lomo" / "m1" / "trial2.excitations.sto").is_file()
-        assert (out / method / "trial3.moments.sto").is_file()
+        assert (out / method / "predictions" / "trial3.moments.sto").is_file()
+        assert (out / method / "predictions" / "trial3.forces.sto").is_file()
     # SO's "prediction" of m1 is the synthetic truth, which equals m1's envelope.
     so_r = table.query("method == 'so' and quantity == 'excitation' and metric == 'r'")["value"]
     assert (so_r > 0.999).all()
     mse_r2 = table.query("method == 'mse' and quantity == 'moment' and metric == 'r2'")["value"]
     assert mse_r2.median() > 0.9
-    assert (out / "mse" / "mse.json").is_file()
+    assert (out / "mse" / "model" / "mse.json").is_file()
     out_b, _ = _run(tmp_path, "b")
     assert (out / "evaluation.tsv").read_bytes() == (out_b / "evaluation.tsv").read_bytes()
 
@@ -103,12 +106,17 @@ def test_model_muscles_selects_measured_with_emg_and_unmeasured():
 def _mse_run(tmp_path, name, trials, calibration=None):
     dirs = [write_trial_dir(t, tmp_path / name / "data" / t.name) for t in trials]
     out = tmp_path / name / "mse"
-    run_method_evaluation(
-        method="mse", subject="syn", trial_dirs=dirs, out_dir=out, hide=["m1"],
-        measured=["m0", "m1", "m2", "m3"], unmeasured=["m5"], calibration=calibration,
-        physics={"calibrate": ["strength_scale"]}, mse={"max_iter": 20, "n_synergies": 2},
-        evaluation={"n_folds": 3}, seed=1)
+    cfg = settings(physics={"calibrate": ["strength_scale"]}, mse={"max_iter": 20, "n_synergies": 2},
+                   evaluation={"n_folds": 3}, seed=1)
+    run_evaluation(method="mse", subject=SUBSET(tmp_path), trial_dirs=dirs, out_dir=out,
+                   calibration=calibration, settings=cfg)
     return out
+
+
+def SUBSET(tmp_path, **extra):  # noqa: N802 - reads like a constant subject
+    """The synthetic subject measuring m0-m3 (one channel each) and estimating m5."""
+    return synthetic_subject(tmp_path, emg={"channels": {f"c{i}": [f"m{i}"] for i in range(4)}},
+                             unmeasured=["m5"], hide=["m1"], **extra)
 
 
 def test_mse_models_the_subject_muscle_set_and_never_sees_held_out_trials(tmp_path):
@@ -119,12 +127,12 @@ def test_mse_models_the_subject_muscle_set_and_never_sees_held_out_trials(tmp_pa
     trials = synthetic_trials(n_trials=3, n_frames=50, n_muscles=7, n_unmeasured=2, seed=3)
     calib = tmp_path / "calibration.json"
     dirs = [write_trial_dir(t, tmp_path / "calib" / t.name) for t in trials]
-    run_calibration(trial_dirs=dirs, output=calib, measured=["m0", "m1", "m2", "m3"], unmeasured=["m5"],
-                    physics={"calibrate": ["strength_scale"], "calibration_max_iter": 10}, seed=1)
+    calib_settings = settings(physics={"calibrate": ["strength_scale"], "calibration_max_iter": 10}, seed=1)
+    run_calibration(subject=SUBSET(tmp_path), trial_dirs=dirs, output=calib, settings=calib_settings)
     fitted = json.loads(calib.read_text())["parameters"]["strength_scale"]
     assert sorted(fitted) == ["m0", "m1", "m2", "m3", "m5"]
     out_a = _mse_run(tmp_path, "a", trials, calibration=calib)
-    state = json.loads((out_a / "mse.json").read_text())
+    state = json.loads((out_a / "model" / "mse.json").read_text())
     assert state["muscles"] == ["m0", "m1", "m2", "m3", "m5"]  # m4 (measured, unlisted) and m6 left out
     assert state["extrapolated"] == ["m5"]
     assert (out_a / "lomo" / "m1" / "trial3.excitations.sto").is_file()
@@ -134,12 +142,13 @@ def test_mse_models_the_subject_muscle_set_and_never_sees_held_out_trials(tmp_pa
     changed[2] = trials[2].__class__(**{**trials[2].__dict__, "id_moment": trials[2].id_moment * 3.0 + 5.0})
     dirs_b = [write_trial_dir(t, tmp_path / "calib_b" / t.name) for t in changed]
     calib_b = tmp_path / "calibration_b.json"
-    run_calibration(trial_dirs=dirs_b, output=calib_b, measured=["m0", "m1", "m2", "m3"], unmeasured=["m5"],
-                    physics={"calibrate": ["strength_scale"], "calibration_max_iter": 10}, seed=1)
+    run_calibration(subject=SUBSET(tmp_path), trial_dirs=dirs_b, output=calib_b, settings=calib_settings)
     out_b = _mse_run(tmp_path, "b", changed, calibration=calib_b)
-    for f in ("trial3.moments.sto", "trial3.excitations.sto", "lomo/m1/trial3.excitations.sto"):
+    for f in ("predictions/trial3.moments.sto", "predictions/trial3.excitations.sto",
+              "lomo/m1/trial3.excitations.sto"):
         assert (out_a / f).read_bytes() == (out_b / f).read_bytes(), f
-    assert (out_a / "trial1.moments.sto").read_bytes() != (out_b / "trial1.moments.sto").read_bytes()
+    assert (out_a / "predictions/trial1.moments.sto").read_bytes() != \
+        (out_b / "predictions/trial1.moments.sto").read_bytes()
 
 
 def test_hidden_muscle_is_hidden_with_its_channel_siblings(tmp_path):
@@ -169,25 +178,56 @@ def test_subject_without_usable_emg_is_recorded_not_fitted(tmp_path):
     """Every EMG channel flagged: calibration, MSE and NMM record why, and the workflow carries on."""
     import json
 
-    import torch
-
     from musculo.estimators.calibration import run_calibration
-    from musculo.estimators.nmm import run_nmm_evaluation
 
     trials = [t.hide(t.measured_muscles) for t in synthetic_trials(n_trials=2, n_frames=40, seed=4)]
     dirs = [write_trial_dir(t, tmp_path / "data" / t.name) for t in trials]
-    subset = {"measured": ["m0", "m1"], "unmeasured": ["m5"]}
-    record = run_calibration(trial_dirs=dirs, output=tmp_path / "calibration.json", **subset)
+    subject = synthetic_subject(tmp_path, emg={"channels": {"c0": ["m0"], "c1": ["m1"]}}, unmeasured=["m5"],
+                                hide=["m1"])
+    cfg = settings(nmm={"epochs": 1, "channels": 4})
+    record = run_calibration(subject=subject, trial_dirs=dirs, output=tmp_path / "calibration.json",
+                             settings=cfg)
     assert record["status"] == "not fitted" and "quality" in record["reason"]
-    mse = run_method_evaluation(method="mse", subject="syn", trial_dirs=dirs, out_dir=tmp_path / "mse",
-                                hide=["m1"], **subset)
-    nmm = run_nmm_evaluation(subject="syn", trial_dirs=dirs, out_dir=tmp_path / "nmm", hide=["m1"], **subset)
-    for table, folder in ((mse, "mse"), (nmm, "nmm")):
+    for method in ("mse", "nmm"):
+        table = run_evaluation(method=method, subject=subject, trial_dirs=dirs, out_dir=tmp_path / method,
+                               settings=cfg)
         assert table.empty
-        written = pd.read_csv(tmp_path / folder / "evaluation.tsv", sep="\t")
+        written = pd.read_csv(tmp_path / method / "evaluation.tsv", sep="\t")
         assert list(written.columns) == COLUMNS and written.empty
-    assert json.loads((tmp_path / "mse" / "mse.json").read_text())["status"] == "not fitted"
-    assert json.loads((tmp_path / "nmm" / "hyperparameters.json").read_text())["status"] == "not fitted"
-    assert torch.load(tmp_path / "nmm" / "weights.pt")["status"] == "not fitted"
-    so = run_method_evaluation(method="so", subject="syn", trial_dirs=dirs, out_dir=tmp_path / "so")
-    assert not so.empty  # SO needs no EMG
+        status = json.loads((tmp_path / method / "model" / "status.json").read_text())
+        assert status["status"] == "not fitted" and "quality" in status["reason"]
+        assert (tmp_path / method / "predictions").is_dir() and (tmp_path / method / "lomo").is_dir()
+    for method in ("so", "null"):  # neither needs EMG
+        assert not run_evaluation(method=method, subject=subject, trial_dirs=dirs, out_dir=tmp_path / method,
+                                  settings=cfg).empty
+
+
+def test_null_floor_rows_and_values(tmp_path):
+    """The null estimator predicts the training means: its held-out moment R2 is at most about zero."""
+    trials = synthetic_trials(n_trials=3, n_frames=60, seed=2)
+    dirs = [write_trial_dir(t, tmp_path / "data" / t.name) for t in trials]
+    table = run_evaluation(method="null", subject=synthetic_subject(tmp_path, hide=["m1"]), trial_dirs=dirs,
+                           out_dir=tmp_path / "null", settings=settings(evaluation={"n_folds": 3}))
+    r2 = table.query("quantity == 'moment' and metric == 'r2'")["value"]
+    assert len(r2) == 6 and (r2 <= 0.0 + 1e-9).all()
+    lomo = table.query("quantity == 'excitation' and metric == 'rmse'")
+    assert set(lomo["channel"]) == {"m1"} and (lomo["value"] > 0).all()
+    from musculo.io.tables import read_sto
+
+    moments = read_sto(tmp_path / "null" / "predictions" / "trial2.moments.sto")
+    assert np.allclose(moments.std(axis=0), 0.0)  # constants
+    train_mean = np.concatenate([trials[0].id_moment, trials[2].id_moment]).mean(axis=0)
+    np.testing.assert_allclose(moments.iloc[0].to_numpy(), train_mean, rtol=1e-5)
+
+
+def test_single_trial_predictions_are_joined_per_trial(tmp_path):
+    """A one-trial subject is cut into time spans, one per fold; the report reads one file per trial."""
+    from musculo.io.tables import read_sto
+
+    trial = synthetic_trials(n_trials=1, n_frames=90, seed=5)[0]
+    dirs = [write_trial_dir(trial, tmp_path / "data" / trial.name)]
+    table = run_evaluation(method="null", subject=synthetic_subject(tmp_path), trial_dirs=dirs,
+                           out_dir=tmp_path / "null", settings=settings(evaluation={"n_segments": 3}))
+    assert sorted(set(table["trial"])) == [f"{trial.name}@{i}" for i in range(3)]
+    joined = read_sto(tmp_path / "null" / "predictions" / f"{trial.name}.moments.sto")
+    assert len(joined) == 90 and joined.index.is_monotonic_increasing

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import settings, synthetic_subject
 
 from musculo.config import load_config, schema
 from musculo.errors import EstimatorError, InputDataError
@@ -18,7 +19,6 @@ from musculo.estimators.nmm import (
     _losses,
     _make_windows,
     build_module,
-    run_nmm_evaluation,
     train_nmm,
 )
 from musculo.physics.synthetic import synthetic_trials
@@ -160,7 +160,7 @@ def test_save_load_round_trip(trials, tmp_path):
 
 
 def test_errors_name_the_problem(trials):
-    with pytest.raises(EstimatorError, match="unknown keys"):
+    with pytest.raises(EstimatorError, match="unknown key .windw."):
         NMMEstimator(windw=0.5)
     with pytest.raises(EstimatorError, match="physics_parameters"):
         NMMEstimator(physics_parameters=["strenght_scale"])
@@ -176,10 +176,10 @@ def test_config_section_matches_the_estimator(repo_root):
     cfg = load_config(repo_root / "config" / "config.yaml")
     est = NMMEstimator(seed=cfg["seed"], **cfg["nmm"])
     assert est.config.seed == cfg["seed"]
-    # the schema documents every hyper-parameter, with the code's defaults
+    # the schema documents every hyper-parameter and is the only source of defaults
     props = schema("config")["properties"]["nmm"]["properties"]
-    defaults = dataclasses.asdict(NMMConfig())
-    assert set(props) == set(defaults) - {"seed"}
+    assert set(props) == {f.name for f in dataclasses.fields(NMMConfig)} - {"seed"}
+    defaults = dataclasses.asdict(NMMEstimator().config)
     for key, spec in props.items():
         value = spec["default"]
         assert (tuple(value) if isinstance(value, list) else value) == defaults[key], key
@@ -187,14 +187,16 @@ def test_config_section_matches_the_estimator(repo_root):
 
 
 def test_evaluation_uses_the_shared_protocol(trials, tmp_path):
-    from musculo.evaluation import run_method_evaluation
+    from musculo.evaluation import run_evaluation
     from musculo.physics.synthetic import write_trial_dir
 
     dirs = [write_trial_dir(t, tmp_path / "s" / t.name) for t in trials]
-    common = {"subject": "s", "trial_dirs": dirs, "hide": ["m1"], "evaluation": {"n_folds": 2}, "seed": 0}
-    nmm = run_nmm_evaluation(out_dir=tmp_path / "s" / "nmm", nmm={**TINY, "epochs": 3}, **common)
-    mse = run_method_evaluation(method="mse", out_dir=tmp_path / "s" / "mse",
-                                mse={"max_iter": 5, "n_synergies": 2}, **common)
+    subject = synthetic_subject(tmp_path, hide=["m1"])
+    cfg = settings(nmm={**TINY, "epochs": 3}, mse={"max_iter": 5, "n_synergies": 2},
+                   evaluation={"n_folds": 2}, seed=0)
+    common = {"subject": subject, "trial_dirs": dirs, "settings": cfg}
+    nmm = run_evaluation(method="nmm", out_dir=tmp_path / "s" / "nmm", **common)
+    mse = run_evaluation(method="mse", out_dir=tmp_path / "s" / "mse", **common)
     assert set(nmm["method"]) == {"nmm"}
     key = ["trial", "quantity", "channel", "metric"]
     # the same held-out trials, coordinates, hidden muscles and metrics as the baseline
@@ -205,9 +207,10 @@ def test_evaluation_uses_the_shared_protocol(trials, tmp_path):
     written = pd.read_csv(out / "evaluation.tsv", sep="\t")
     assert len(written) == len(nmm)
     for t in trials:
-        assert (out / f"{t.name}.excitations.sto").is_file() and (out / f"{t.name}.moments.sto").is_file()
+        for kind in ("excitations", "moments", "forces"):
+            assert (out / "predictions" / f"{t.name}.{kind}.sto").is_file()
         assert (out / "lomo" / "m1" / f"{t.name}.excitations.sto").is_file()
-    deployed = NMMEstimator.load(out)
+    deployed = NMMEstimator.load(out / "model")
     assert deployed.hidden_ == [] and deployed.muscles_ == trials[0].muscles
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import settings
 
 from musculo.errors import InputDataError
 from musculo.estimators.calibration import calibrate
@@ -78,7 +79,7 @@ def test_activation_time_constants_and_force():
 
 def test_bounded_parameters_stay_in_bounds_under_optimisation():
     trial = synthetic_trials(n_trials=1)[0]
-    bounds = PhysicsBounds(strength_scale=(0.8, 1.2))
+    bounds = PhysicsBounds.from_config({"strength_scale": [0.8, 1.2]})
     model = MuscleModel(trial.params, trial.muscles, bounds=bounds)
     tt = trial_tensors(trial)
     opt = torch.optim.Adam([model.strength_scale.raw], lr=1.0)
@@ -107,7 +108,7 @@ def test_delay_shifts_excitation():
 def test_load_trial_round_trip(tmp_path):
     trial = synthetic_trials(n_trials=1)[0]
     d = write_trial_dir(trial, tmp_path / "walk1")
-    back = load_trial_dir(d, with_so=True)
+    back = load_trial_dir(d, window="all", with_so=True)
     assert back.name == "walk1" and back.coordinates == trial.coordinates and back.muscles == trial.muscles
     np.testing.assert_allclose(back.id_moment, trial.id_moment, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(back.measured, trial.measured)
@@ -125,8 +126,8 @@ def test_load_trial_round_trip(tmp_path):
 def test_calibration_recovers_strength():
     trials = synthetic_trials(n_trials=2, n_unmeasured=0, seed=3)
     weak = [t.__class__(**{**t.__dict__, "id_moment": t.id_moment * 1.3}) for t in trials]
-    rec = calibrate(trials=weak, physics={"calibrate": ["strength_scale"], "calibration_max_iter": 60},
-                    mse={"n_synergies": 2})
+    physics = {"calibrate": ["strength_scale"], "calibration_max_iter": 60, "prior_weight": 0.0}
+    rec = calibrate(trials=weak, settings=settings(physics=physics, mse={"n_synergies": 2}))
     strength = np.array(list(rec["parameters"]["strength_scale"].values()))
     # Moments 1.3x larger than the nominal model: the fitted strength rises by about that factor.
     assert np.median(strength) == pytest.approx(1.3, abs=0.1)
@@ -201,7 +202,7 @@ def test_contact_window_keeps_force_plate_frames(tmp_path):
     assert cropped.time[0] >= 0.2 - 1e-9 and cropped.time[-1] <= 0.8 + 1e-9
     assert cropped.n_frames == int(np.sum((trial.time >= 0.2 - 1e-9) & (trial.time <= 0.8 + 1e-9)))
     np.testing.assert_allclose(cropped.id_moment, trial.id_moment[12:49], rtol=1e-5, atol=1e-6)
-    assert load_trial_dir(d).n_frames == 60
+    assert load_trial_dir(d, window="all").n_frames == 60
     (d / "events.json").write_text(json.dumps({"right": {"strike": [], "off": []}, "left": {}}))
     assert load_trial_dir(d, window="contact").n_frames == 60  # no contact: every frame, warned
     with pytest.raises(InputDataError, match="physics.window"):

@@ -37,7 +37,8 @@ def test_valid_subject_loads_with_defaults(tmp_path):
     assert s.trial_names("dynamic") == ["walk1"]
     assert s.measured_muscles == ["soleus_r", "vas_lat_r"]
     assert s.force_plates == "auto"  # schema default
-    assert main(["subject", "validate", str(s.dir)]) == 0
+    assert main(["subject", "validate", "--quick", str(s.dir)]) == 0
+    assert main(["subject", "validate", str(s.dir)]) == 1  # walk1.c3d is an empty file
 
 
 def test_misspelt_key_is_named(tmp_path):
@@ -104,3 +105,41 @@ def test_every_demo_subject_validates(repo_root):
     assert sum(i.startswith("biomechzoo-") for i in ids) == 12
     for sid in ids:
         load_subject(repo_root / "subjects" / sid)
+
+
+def _schema_keys(node, prefix=""):
+    """Every property name of the subject schema (nested ones as parent.child)."""
+    out = []
+    for key, sub in node.get("properties", {}).items():
+        out.append(prefix + key)
+        if isinstance(sub, dict):
+            out += _schema_keys(sub, prefix + key + ".")
+            if isinstance(sub.get("items"), dict):
+                out += _schema_keys(sub["items"], prefix + key + ".")
+    return out
+
+
+def test_readme_documents_every_subject_schema_key(repo_root):
+    from musculo.config import schema
+
+    readme = (repo_root / "README.md").read_text()
+    section = readme[readme.index("## Add a subject"):readme.index("## Reprocess one subject")]
+    keys = _schema_keys(schema("subject"))
+    assert {"id", "trials.time_range", "emg.mvc_channels", "config", "lab_frame.forward"} <= set(keys)
+    missing = [k for k in keys if f"`{k.rsplit('.', 1)[-1]}`" not in section
+               and f"{k.rsplit('.', 1)[-1]}:" not in section]
+    assert not missing, f"README 'Add a subject' does not document: {missing}"
+
+
+def test_per_subject_config_overrides(tmp_path):
+    from musculo.subject import subject_config
+
+    s = load_subject(write(tmp_path, {**BASE, "config": {"opensim": {"max_marker_rms": 0.06}}}))
+    base = {"opensim": {"max_marker_rms": 0.04, "max_frames": 60}}
+    merged = subject_config(base, s)
+    assert merged["opensim"]["max_marker_rms"] == 0.06 and merged["opensim"]["max_frames"] == 60
+    assert base["opensim"]["max_marker_rms"] == 0.04  # the workflow config is not changed
+    with pytest.raises(SubjectFileError, match=r"opensim.max_marker_rms"):
+        load_subject(write(tmp_path, {**BASE, "config": {"opensim": {"max_marker_rms": "big"}}}))
+    with pytest.raises(SubjectFileError, match=r"max_marker_rmss"):
+        load_subject(write(tmp_path, {**BASE, "config": {"opensim": {"max_marker_rmss": 0.1}}}))

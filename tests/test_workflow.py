@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from musculo.config import load_config
+from musculo.estimators import registry
 from musculo.subject import discover_subjects, load_subject
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,14 +38,17 @@ def expected_counts(ids: list[str]) -> dict[str, int]:
     dynamic = sum(len(s.trial_names("dynamic")) for s in subjects)
     emg = [s for s in subjects if s.emg_channels]
     emg_trials = sum(len(s.trial_names("dynamic")) + len(s.trial_names("mvc")) for s in emg)
-    per_subject = ["fetch", "import_static", "scale", "quality", "so_eval", "evaluate", "report"]
-    per_emg_subject = ["emg_normalise", "calibrate", "mse", "nmm"]
+    per_subject = ["fetch", "import_static", "scale", "quality", "evaluate", "report"]
+    per_emg_subject = ["emg_normalise", "calibrate"]
     per_dynamic_trial = ["import_trial", "ik", "id", "so", "muscle_analysis"]
     counts = {"all": 1, "summary": 1}
     counts.update({rule: n for rule in per_subject})
     counts.update({rule: len(emg) for rule in per_emg_subject})
     counts.update({rule: dynamic for rule in per_dynamic_trial})
     counts.update({"emg_envelope": emg_trials, "emg_excitations": emg_trials})
+    # one generic estimate job per (subject, registered method); EMG methods only for EMG subjects
+    methods = load_config(REPO / "config" / "config.yaml")["evaluation"]["methods"]
+    counts["estimate"] = sum(len(emg) if registry.get(m).needs_emg else n for m in methods)
     twins = [s for s in subjects if s.is_twin]
     counts["twin_truth"] = len(twins)
     counts.update({"twin_generate_" + s.id.replace("-", "_").replace(".", "_"): 1 for s in twins})

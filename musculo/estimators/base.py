@@ -34,23 +34,44 @@ class Prediction:
             included (their EMG after the estimator's own processing).
         moments: index time (s), one column per tracked coordinate (N m): the moments the
             excitations produce through the physics core.
+        forces: index time (s), one column per modelled muscle (N, along the tendon), for the
+            methods whose muscle forces come from the physics core; None otherwise.
     """
 
     excitations: pd.DataFrame
     moments: pd.DataFrame
+    forces: pd.DataFrame | None = None
 
-    def write(self, *, excitations: str | os.PathLike[str], moments: str | os.PathLike[str]) -> None:
-        """Write both tables as OpenSim .sto files (atomically)."""
-        write_sto(excitations, self.excitations, name="excitations")
-        write_sto(moments, self.moments, name="moments")
+    def write(self, directory: str | os.PathLike[str], trial: str) -> None:
+        """Write ``<trial>.excitations.sto``, ``<trial>.moments.sto`` (and ``.forces.sto``) atomically."""
+        d = Path(directory)
+        write_sto(d / f"{trial}.excitations.sto", self.excitations, name="excitations")
+        write_sto(d / f"{trial}.moments.sto", self.moments, name="moments")
+        if self.forces is not None:
+            write_sto(d / f"{trial}.forces.sto", self.forces, name="forces")
 
 
-def prediction_from_arrays(trial: TrialData, *, excitation: np.ndarray, moments: np.ndarray) -> Prediction:
-    """Wrap (T, M) excitations and (T, C) moments of ``trial`` into a :class:`Prediction`."""
+def join_predictions(parts: Sequence[Prediction]) -> Prediction:
+    """Time spans of one trial (held out in different folds) as one prediction, in time order."""
+    parts = sorted(parts, key=lambda p: float(p.excitations.index[0]))
+
+    def cat(tables: list[pd.DataFrame | None]) -> pd.DataFrame | None:
+        return None if any(t is None for t in tables) else pd.concat(tables)
+
+    return Prediction(excitations=cat([p.excitations for p in parts]),
+                      moments=cat([p.moments for p in parts]), forces=cat([p.forces for p in parts]))
+
+
+def prediction_from_arrays(
+    trial: TrialData, *, excitation: np.ndarray, moments: np.ndarray, forces: np.ndarray | None = None
+) -> Prediction:
+    """Wrap (T, M) excitations, (T, C) moments and optional (T, M) forces of ``trial``."""
     index = pd.Index(trial.time, name="time")
     return Prediction(
         excitations=pd.DataFrame(np.asarray(excitation, dtype=float), index=index, columns=trial.muscles),
         moments=pd.DataFrame(np.asarray(moments, dtype=float), index=index, columns=trial.coordinates),
+        forces=None if forces is None else pd.DataFrame(np.asarray(forces, dtype=float), index=index,
+                                                         columns=trial.muscles),
     )
 
 

@@ -24,35 +24,24 @@ import numpy as np
 
 from musculo import logger
 from musculo.errors import EstimatorError
+from musculo.estimators.mse import mse_from_config
+from musculo.estimators.trials import NO_EMG, NOT_FITTED, load_trials, usable_emg
 from musculo.io.atomic import atomic_output
-from musculo.physics.data import TrialData, load_trial_dir, select_muscles
+from musculo.physics.data import TrialData
+from musculo.settings import Settings
+from musculo.subject import Subject
 
-DEFAULT_CALIBRATED = ("strength_scale", "optimal_fiber_length_scale", "tendon_slack_length_scale",
-                      "emg_gain", "tau_act", "shape")
 
-
-def calibrate(
-    *, trials: Sequence[TrialData], physics: dict[str, Any] | None = None,
-    mse: dict[str, Any] | None = None, seed: int = 0,
-) -> dict[str, Any]:
+def calibrate(*, trials: Sequence[TrialData], settings: Settings) -> dict[str, Any]:
     """Fit the subject parameters on ``trials``; return the calibration record (JSON-serialisable).
 
-    ``physics`` keys: ``calibrate`` (parameter names to fit), ``calibration_max_iter`` and the keys
-    of :func:`musculo.physics.muscle.model_for`; ``mse`` keys: those of
-    :class:`~musculo.estimators.mse.MSEEstimator` used for the unmeasured muscles.
+    The fit is an MSE fit (:func:`musculo.estimators.mse.mse_from_config` with
+    ``for_calibration``): the parameters of ``physics.calibrate`` are learned jointly with the
+    extrapolation weights for ``physics.calibration_max_iter`` iterations.
     """
-    from musculo.estimators.mse import MSEEstimator
-
-    physics = dict(physics or {})
-    mse = dict(mse or {})
     if not trials:
         raise EstimatorError("physics.calibration: no calibration trials")
-    est = MSEEstimator(
-        physics=physics, n_synergies=mse.get("n_synergies"), vaf_threshold=mse.get("vaf_threshold", 0.9),
-        max_synergies=mse.get("max_synergies", 6), magnitude_weight=mse.get("magnitude_weight", 0.01),
-        max_iter=int(physics.get("calibration_max_iter", 100)),
-        trainable_physics=physics.get("calibrate", DEFAULT_CALIBRATED), seed=seed,
-    ).fit(trials)
+    est = mse_from_config(settings, for_calibration=True).fit(trials)
     rmse = {}
     for trial in trials:
         pred = est.predict(trial).moments.to_numpy()
@@ -81,29 +70,24 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def run_calibration(
-    *, trial_dirs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
-    coordinates: Sequence[str] | None = None, measured: Sequence[str] | None = None,
-    unmeasured: Sequence[str] | None = None, physics: dict[str, Any] | None = None,
-    mse: dict[str, Any] | None = None, seed: int = 0, n_trials: int = 0,
+    *, subject: Subject, trial_dirs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
+    settings: Settings,
 ) -> dict[str, Any]:
     """Calibrate a subject from its trial result folders and write ``output`` (calibration.json).
 
-    ``n_trials`` > 0 uses only the first that many trials. ``measured`` / ``unmeasured`` select the
-    modelled muscle set (see :func:`musculo.physics.data.model_muscles`); both None model every
-    muscle. The record is fitted on every given trial: it is the subject's deployable calibration,
-    never an input of the held-out evaluation (see :func:`musculo.evaluation.run_method_evaluation`).
+    ``physics.calibration_trials`` > 0 uses only the first that many trials. The modelled muscles
+    are the subject's (:func:`musculo.physics.data.model_muscles`). The record is fitted on every
+    given trial: it is the subject's deployable calibration, never an input of a held-out fold
+    (see :func:`musculo.evaluation.run_evaluation`).
     """
-    dirs = list(trial_dirs)[: n_trials or None]
-    window = str((physics or {}).get("window", "all"))
-    trials = [load_trial_dir(d, coordinates=list(coordinates) if coordinates else None, window=window)
-              for d in dirs]
-    trials = select_muscles(trials, measured=measured, unmeasured=unmeasured, source=str(output))
-    if not any(bool(t.measured.any()) for t in trials):
-        reason = "no EMG channel of the subject passed quality in every trial (see emg_quality.json)"
-        logger.warning("%s: calibration not fitted: %s", output, reason)
-        record = {"status": "not fitted", "reason": reason, "parameters": {}}
+    n = settings.physics.calibration_trials
+    dirs = list(trial_dirs)[: n or None]
+    trials = load_trials(subject, dirs, settings=settings, muscle_set="subject", source=str(output))
+    if not usable_emg(trials):
+        logger.warning("%s: calibration not fitted: %s", output, NO_EMG)
+        record = {"status": NOT_FITTED, "reason": NO_EMG, "parameters": {}}
     else:
-        record = calibrate(trials=trials, physics=physics, mse=mse, seed=seed)
+        record = calibrate(trials=trials, settings=settings)
     with atomic_output(output) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     return record

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,10 +35,12 @@ from sklearn.exceptions import ConvergenceWarning
 from musculo import logger
 from musculo.errors import EstimatorError
 from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
+from musculo.estimators.registry import EstimatorSpec
 from musculo.io.atomic import atomic_output
-from musculo.physics.data import TrialData
-from musculo.physics.muscle import DTYPE, MuscleModel, model_for, trial_tensors
+from musculo.physics.data import MuscleParameters, TrialData
+from musculo.physics.muscle import DTYPE, MuscleModel, model_for, muscle_model, trial_tensors
 from musculo.physics.optim import minimize_lbfgsb
+from musculo.settings import MSESettings, PhysicsSettings, Settings, as_physics
 
 
 def vaf(data: np.ndarray, reconstruction: np.ndarray) -> float:
@@ -96,16 +98,15 @@ class MSEEstimator(Estimator):
     """Synergy extrapolation with weights fitted through the physics core (see module docstring).
 
     Args:
-        physics: config section ``physics`` (bounds and fixed activation settings).
+        physics: the ``physics`` settings (a partial mapping is completed from the schema).
         calibration: calibrated physics parameters (``calibration.json`` content) or None.
-        n_synergies: fixed number of synergies, or None to choose by ``vaf_threshold``.
-        vaf_threshold, max_synergies: VAF rule for choosing k.
-        magnitude_weight: weight of the mean squared extrapolated excitation in the cost.
-        residuals: fit a constant residual excitation (in [-residual_bound, residual_bound]) on
-            each measured muscle.
-        max_iter: L-BFGS-B iterations.
         trainable_physics: physics parameters fitted jointly with the weights (calibration).
         seed: NMF initialisation seed.
+        max_iter: L-BFGS-B iterations (None: ``mse.max_iter``; the subject calibration passes
+            ``physics.calibration_max_iter``).
+        **mse: keys of config section ``mse`` overriding its schema defaults (``n_synergies``,
+            ``vaf_threshold``, ``max_synergies``, ``magnitude_weight``, ``residuals``,
+            ``residual_bound``, ``max_iter``, ``calibrate_physics``).
     """
 
     name = "mse"
@@ -113,27 +114,23 @@ class MSEEstimator(Estimator):
     def __init__(
         self,
         *,
-        physics: dict[str, Any] | None = None,
-        calibration: dict[str, Any] | None = None,
-        n_synergies: int | None = None,
-        vaf_threshold: float = 0.9,
-        max_synergies: int = 6,
-        magnitude_weight: float = 0.01,
-        residuals: bool = False,
-        residual_bound: float = 0.1,
-        max_iter: int = 200,
+        physics: PhysicsSettings | Mapping[str, Any] | None = None,
+        calibration: Mapping[str, Any] | None = None,
         trainable_physics: Sequence[str] = (),
         seed: int = 0,
+        max_iter: int | None = None,
+        **mse: Any,
     ):
-        self.physics = dict(physics or {})
+        self.physics = as_physics(physics)
+        self.config = MSESettings.from_config(mse)
         self.calibration = calibration
-        self.n_synergies = n_synergies
-        self.vaf_threshold = float(vaf_threshold)
-        self.max_synergies = int(max_synergies)
-        self.magnitude_weight = float(magnitude_weight)
-        self.residuals = bool(residuals)
-        self.residual_bound = float(residual_bound)
-        self.max_iter = int(max_iter)
+        self.n_synergies = self.config.n_synergies
+        self.vaf_threshold = self.config.vaf_threshold
+        self.max_synergies = self.config.max_synergies
+        self.magnitude_weight = self.config.magnitude_weight
+        self.residuals = self.config.residuals
+        self.residual_bound = self.config.residual_bound
+        self.max_iter = int(max_iter if max_iter is not None else self.config.max_iter)
         self.trainable_physics = list(trainable_physics)
         self.seed = int(seed)
         self.model_: MuscleModel | None = None
@@ -141,9 +138,8 @@ class MSEEstimator(Estimator):
     # -- helpers ---------------------------------------------------------------------------
     def hyper_parameters(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable), calibration excluded."""
-        return {k: getattr(self, k) for k in (
-            "physics", "n_synergies", "vaf_threshold", "max_synergies", "magnitude_weight", "residuals",
-            "residual_bound", "max_iter", "trainable_physics", "seed")}
+        return {"physics": self.physics.to_dict(), **self.config.to_dict(), "max_iter": self.max_iter,
+                "trainable_physics": self.trainable_physics, "seed": self.seed}
 
     def _check(self, trial: TrialData) -> TrialData:
         if self.model_ is None:
@@ -197,7 +193,7 @@ class MSEEstimator(Estimator):
         uidx = [first.muscles.index(m) for m in self.extrapolated_]
         scale = torch.as_tensor(np.concatenate([t.id_moment for t in trials]).std(axis=0) + 1e-3, dtype=DTYPE)
         n_frames = sum(t.n_frames for t in trials)
-        prior_weight = float(self.physics.get("prior_weight", 0.0))
+        prior_weight = float(self.physics.prior_weight)
         calibrated = [getattr(model, k) for k in model.PER_MUSCLE + model.SHARED
                       if getattr(model, k).raw.requires_grad]
         start = [b.value.detach().clone() for b in calibrated]
@@ -249,7 +245,8 @@ class MSEEstimator(Estimator):
         with torch.no_grad():
             out = self.model_(exc[None], tt.mtu_length, tt.mtu_velocity, tt.moment_arm, tt.dt,
                               gain_mask=gain_mask)
-        return prediction_from_arrays(trial, excitation=exc.numpy(), moments=out.moments[0].numpy())
+        return prediction_from_arrays(trial, excitation=exc.numpy(), moments=out.moments[0].numpy(),
+                                      forces=out.force[0].numpy())
 
     def state(self) -> dict[str, Any]:
         """The fitted state as a JSON-serialisable dict."""
@@ -280,17 +277,10 @@ class MSEEstimator(Estimator):
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Self:
         """Read an estimator written by :meth:`save`."""
-        from musculo.physics.data import MuscleParameters
-        from musculo.physics.muscle import PhysicsBounds
-
         state = json.loads(cls._check_dir(directory, "mse.json").read_text())
         est = cls(**state["hyper_parameters"])
         params = MuscleParameters(**{k: np.asarray(v) for k, v in state["physics_init"]["params"].items()})
-        phys = est.physics
-        model = MuscleModel(
-            params, state["muscles"], bounds=PhysicsBounds.from_config(phys.get("bounds")),
-            deactivation_ratio=float(phys.get("deactivation_ratio", 4.0)),
-            use_delay=bool(phys.get("use_delay", False)))
+        model = muscle_model(params, state["muscles"], physics=est.physics)
         model.load_dict(state["physics_parameters"])
         model.requires_grad_(False)
         est.model_ = model
@@ -308,16 +298,26 @@ class MSEEstimator(Estimator):
 
 
 def mse_from_config(
-    *, mse: dict[str, Any] | None, physics: dict[str, Any] | None = None,
-    calibration: dict[str, Any] | None = None, trainable_physics: Sequence[str] = (), seed: int = 0,
+    settings: Settings, *, calibration: Mapping[str, Any] | None = None, for_calibration: bool = False,
 ) -> MSEEstimator:
-    """An unfitted :class:`MSEEstimator` from config sections ``mse`` and ``physics``."""
-    cfg = dict(mse or {})
-    return MSEEstimator(
-        physics=physics, calibration=calibration, n_synergies=cfg.get("n_synergies"),
-        vaf_threshold=float(cfg.get("vaf_threshold", 0.9)), max_synergies=int(cfg.get("max_synergies", 6)),
-        magnitude_weight=float(cfg.get("magnitude_weight", 0.01)),
-        residuals=bool(cfg.get("residuals", False)), residual_bound=float(cfg.get("residual_bound", 0.1)),
-        max_iter=int(cfg.get("max_iter", 100)),
-        trainable_physics=trainable_physics, seed=seed,
-    )
+    """An unfitted :class:`MSEEstimator` from the settings.
+
+    With ``mse.calibrate_physics`` the physics parameters of ``physics.calibrate`` are fitted jointly
+    with the weights. ``for_calibration`` builds the subject calibration's fit instead: those
+    parameters always trainable and ``physics.calibration_max_iter`` iterations.
+    ``calibration`` (content of ``calibration.json``) is where the physics starts.
+    """
+    fit_physics = for_calibration or settings.mse.calibrate_physics
+    trainable = list(settings.physics.calibrate) if fit_physics else []
+    mse = settings.mse.to_dict()
+    if for_calibration:
+        mse["max_iter"] = settings.physics.calibration_max_iter
+    return MSEEstimator(physics=settings.physics, calibration=calibration if trainable else None,
+                        trainable_physics=trainable, seed=settings.seed, **mse)
+
+
+SPEC = EstimatorSpec(
+    name="mse", factory=mse_from_config, needs_emg=True, muscle_set="subject",
+    uses_calibration=lambda settings: settings.mse.calibrate_physics,
+    description="muscle synergy extrapolation: NMF synergies of the measured EMG give the unmeasured",
+)

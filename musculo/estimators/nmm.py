@@ -39,7 +39,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -48,13 +48,15 @@ import torch
 from scipy.optimize import nnls
 
 from musculo import logger
-from musculo.errors import EstimatorError, InputDataError
+from musculo.errors import ConfigError, EstimatorError, InputDataError
 from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
 from musculo.estimators.mse import fit_synergies
 from musculo.estimators.networks import CausalTCN, SynergyHead
+from musculo.estimators.registry import EstimatorSpec
 from musculo.io.atomic import atomic_output
 from musculo.physics.data import MuscleParameters, TrialData
-from musculo.physics.muscle import DTYPE, MuscleModel, PhysicsBounds, model_for
+from musculo.physics.muscle import DTYPE, MuscleModel, model_for, muscle_model
+from musculo.settings import NMMSettings, PhysicsSettings, Settings, as_physics
 
 WEIGHTS_FILE = "weights.pt"
 HYPER_FILE = "hyperparameters.json"
@@ -63,77 +65,55 @@ OUTPUTS = ("synergy", "direct")
 
 @dataclass(frozen=True)
 class NMMConfig:
-    """Hyper-parameters of the NMM (config section ``nmm``; see the config schema for each key)."""
+    """Training configuration: the config section ``nmm`` (:class:`musculo.settings.NMMSettings`,
+    defaults from the schema) plus the seed."""
 
-    window: float = 0.5
-    stride: float = 0.25
-    max_windows: int = 0
-    batch_size: int = 16
-    epochs: int = 600
-    patience: int = 40
-    val_fraction: float = 0.2
-    learning_rate: float = 1e-2
-    physics_learning_rate: float = 5e-2
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    channels: int = 32
-    kernel_size: int = 3
-    dilations: tuple[int, ...] = (1, 2, 4)
-    dropout: float = 0.0
-    input_dropout: float = 0.2
-    init_excitation: float = 0.05
-    kinematics_inputs: bool = True
-    moment_weight: float = 1.0
-    consistency_weight: float = 0.5
-    smoothness_weight: float = 0.1
-    magnitude_weight: float = 0.01
-    physics_parameters: tuple[str, ...] = (
-        "strength_scale", "optimal_fiber_length_scale", "tendon_slack_length_scale", "emg_gain", "tau_act",
-    )
-    output: str = "synergy"
-    n_synergies: int | None = None
-    vaf_threshold: float = 0.9
-    max_synergies: int = 6
-    synergy_modulation: float = 0.5
-    residual_bound: float = 0.05
-    threads: int = 1
-    start_from_calibration: bool = False
-    seed: int = 0
+    window: float
+    stride: float
+    max_windows: int
+    batch_size: int
+    epochs: int
+    patience: int
+    val_fraction: float
+    learning_rate: float
+    physics_learning_rate: float
+    weight_decay: float
+    grad_clip: float
+    channels: int
+    kernel_size: int
+    dilations: tuple[int, ...]
+    dropout: float
+    input_dropout: float
+    init_excitation: float
+    kinematics_inputs: bool
+    moment_weight: float
+    consistency_weight: float
+    smoothness_weight: float
+    magnitude_weight: float
+    physics_parameters: tuple[str, ...]
+    output: str
+    n_synergies: int | None
+    vaf_threshold: float
+    max_synergies: int
+    synergy_modulation: float
+    residual_bound: float
+    threads: int
+    start_from_calibration: bool
+    seed: int
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> NMMConfig:
-        """Build from a config mapping; unknown keys raise :class:`EstimatorError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise EstimatorError(
-                f"config section nmm: unknown keys {unknown}; known keys are {sorted(known)}"
-            )
+    def from_mapping(cls, values: Mapping[str, Any]) -> NMMConfig:
+        """Build from a (partial) ``nmm`` mapping plus ``seed``; the schema fills and checks the rest.
+
+        Unknown keys and out-of-range values raise :class:`EstimatorError` naming them.
+        """
         vals = dict(values)
-        for key in ("dilations", "physics_parameters"):
-            if key in vals:
-                vals[key] = tuple(vals[key])
-        cfg = cls(**vals)
-        checks = {
-            "window": cfg.window > 0, "stride": cfg.stride > 0, "max_windows": cfg.max_windows >= 0,
-            "batch_size": cfg.batch_size >= 1, "epochs": cfg.epochs >= 1, "patience": cfg.patience >= 1,
-            "val_fraction": 0 <= cfg.val_fraction < 1, "input_dropout": 0 <= cfg.input_dropout < 1,
-            "learning_rate": cfg.learning_rate > 0, "physics_learning_rate": cfg.physics_learning_rate >= 0,
-            "output": cfg.output in OUTPUTS, "n_synergies": cfg.n_synergies is None or cfg.n_synergies >= 1,
-            "vaf_threshold": 0 < cfg.vaf_threshold <= 1, "max_synergies": cfg.max_synergies >= 1,
-            "synergy_modulation": cfg.synergy_modulation >= 0, "residual_bound": 0 <= cfg.residual_bound <= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise EstimatorError(f"config section nmm: invalid values for {bad}: "
-                                 f"{ {k: getattr(cfg, k) for k in bad} }; see the config schema")
-        unknown_p = sorted(set(cfg.physics_parameters) - set(MuscleModel.PER_MUSCLE + MuscleModel.SHARED))
-        if unknown_p:
-            raise EstimatorError(
-                f"config section nmm, physics_parameters: unknown {unknown_p}; "
-                f"choose from {list(MuscleModel.PER_MUSCLE + MuscleModel.SHARED)}"
-            )
-        return cfg
+        seed = int(vals.pop("seed", 0))
+        try:
+            section = NMMSettings.from_config(vals)
+        except ConfigError as exc:
+            raise EstimatorError(f"{exc}; see the config schema") from exc
+        return cls(**asdict(section), seed=seed)
 
 
 @dataclass
@@ -364,8 +344,8 @@ def _losses(
 
 
 def build_module(
-    trials: Sequence[TrialData], *, cfg: NMMConfig, physics: dict[str, Any] | None = None,
-    calibration: dict[str, Any] | None = None,
+    trials: Sequence[TrialData], *, cfg: NMMConfig,
+    physics: PhysicsSettings | Mapping[str, Any] | None = None, calibration: Mapping[str, Any] | None = None,
 ) -> NMMModule:
     """An untrained :class:`NMMModule` for ``trials`` (already hidden), seeded by ``cfg.seed``.
 
@@ -410,7 +390,7 @@ def build_module(
         kernel_size=cfg.kernel_size, dilations=cfg.dilations, dropout=cfg.dropout,
         init_excitation=cfg.init_excitation, linear_output=head is not None,
     )
-    phys = model_for(first, physics=physics, calibration=calibration)
+    phys = model_for(first, physics=as_physics(physics), calibration=calibration)
     phys.set_trainable(cfg.physics_parameters)
     return NMMModule(net, phys, input_index=input_index, measured=measured, kin_mean=kin_mean,
                      kin_std=kin_std, head=head, synergies=synergies)
@@ -503,17 +483,18 @@ class NMMEstimator(Estimator):
     """The neural musculoskeletal model in the shared estimator interface.
 
     Args:
-        physics: config section ``physics`` (bounds, activation settings) for the muscle model.
+        physics: the ``physics`` settings for the muscle model (a partial mapping is completed
+            from the schema).
         calibration: content of the subject's ``calibration.json``; the physics starts from it.
         seed: seed of the weights, the window split and the shuffling.
-        **hyper: config section ``nmm`` (see :class:`NMMConfig`).
+        **hyper: keys of config section ``nmm`` over the schema's defaults (see :class:`NMMConfig`).
     """
 
     name: ClassVar[str] = "nmm"
 
-    def __init__(self, *, physics: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None,
-                 seed: int = 0, **hyper: Any):
-        self.physics_config = dict(physics or {})
+    def __init__(self, *, physics: PhysicsSettings | Mapping[str, Any] | None = None,
+                 calibration: Mapping[str, Any] | None = None, seed: int = 0, **hyper: Any):
+        self.physics_config = as_physics(physics)
         self.calibration = calibration
         self.config = NMMConfig.from_mapping({**hyper, "seed": int(seed)})
         self.module_: NMMModule | None = None
@@ -573,10 +554,13 @@ class NMMEstimator(Estimator):
             _, u, moments = module(feats.unsqueeze(0), tensor(excitation).unsqueeze(0),
                                    tensor(seen.mtu_length), tensor(seen.mtu_velocity),
                                    tensor(seen.moment_arm), seen.dt)
+            force = module.physics(u, tensor(seen.mtu_length), tensor(seen.mtu_velocity),
+                                   tensor(seen.moment_arm), seen.dt, gain_mask=module.measured).force
             gain = torch.where(module.measured, module.physics.emg_gain.value, torch.ones_like(
                 module.physics.emg_gain.value))
             u = torch.clamp(u * gain, 0.0, 1.0)
-        return prediction_from_arrays(trial, excitation=u[0, ctx:].numpy(), moments=moments[0, ctx:].numpy())
+        return prediction_from_arrays(trial, excitation=u[0, ctx:].numpy(), moments=moments[0, ctx:].numpy(),
+                                      forces=force[0, ctx:].numpy())
 
     # -- persistence --------------------------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
@@ -586,7 +570,7 @@ class NMMEstimator(Estimator):
         return {
             "method": self.name,
             "config": asdict(self.config),
-            "physics_config": self.physics_config,
+            "physics_config": self.physics_config.to_dict(),
             "hidden": self.hidden_,
             "muscles": self.muscles_,
             "coordinates": self.coordinates_,
@@ -626,10 +610,7 @@ class NMMEstimator(Estimator):
         m = len(muscles)
         measured = np.array([mu in measured_names for mu in muscles], dtype=bool)
         params = MuscleParameters(*(np.ones(m) for _ in range(5)))  # buffers: set by the state below
-        pc = est.physics_config
-        phys = MuscleModel(params, muscles, bounds=PhysicsBounds.from_config(pc.get("bounds")),
-                           deactivation_ratio=float(pc.get("deactivation_ratio", 4.0)),
-                           use_delay=bool(pc.get("use_delay", False)))
+        phys = muscle_model(params, muscles, physics=est.physics_config)
         c = est.config
         n_kin = 2 * len(coords) if c.kinematics_inputs else 0
         k = int(hp.get("n_synergies", 0))
@@ -663,66 +644,13 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
-def run_nmm_evaluation(
-    *,
-    subject: str,
-    trial_dirs: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    coordinates: Sequence[str] | None = None,
-    hide: Sequence[str] = (),
-    channels: Mapping[str, Sequence[str]] | None = None,
-    measured: Sequence[str] | None = None,
-    unmeasured: Sequence[str] | None = None,
-    physics: dict[str, Any] | None = None,
-    nmm: dict[str, Any] | None = None,
-    evaluation: dict[str, Any] | None = None,
-    calibration: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-) -> Any:
-    """Evaluate the NMM on a subject's trial folders with the shared protocol (Snakemake entry point).
+def _factory(settings: Settings, *, calibration: Mapping[str, Any] | None = None) -> NMMEstimator:
+    return NMMEstimator(physics=settings.physics, calibration=calibration, seed=settings.seed,
+                        **settings.nmm.to_dict())
 
-    Folds, leave-one-muscle-out (a muscle of ``hide`` hidden together with every muscle sharing its
-    EMG channel in ``channels``) and metrics come from :func:`musculo.evaluation.evaluate_estimator`,
-    exactly as for the other methods; rows have ``method = nmm``. The modelled muscles are the
-    subject's ``measured`` and ``unmeasured`` ones and the frames those of ``physics.window``, as
-    for MSE (see :func:`musculo.evaluation.load_subject_trials`). The physics parameters are learned
-    jointly with the network on each fold's training trials, starting from ``calibration`` when
-    given (``nmm.start_from_calibration``), else from the model's own values. After the folds the
-    NMM is fitted on every trial and saved under ``out_dir`` (``weights.pt``,
-    ``hyperparameters.json``).
 
-    Returns the evaluation table (a DataFrame).
-    """
-    from musculo.estimators.calibration import load_calibration
-    from musculo.evaluation import (
-        evaluate_estimator,
-        hideable_muscles,
-        load_subject_trials,
-        make_folds,
-        usable_emg,
-        write_not_applicable,
-    )
-
-    ev = dict(evaluation or {})
-    hyper = dict(nmm or {})
-    use_calibration = bool(hyper.get("start_from_calibration", False))
-    calib = load_calibration(calibration) if use_calibration and calibration is not None else None
-    window = str((physics or {}).get("window", "all"))
-    trials = load_subject_trials(trial_dirs=trial_dirs, coordinates=coordinates, measured=measured,
-                                 unmeasured=unmeasured, source=f"subject {subject}", window=window)
-    if not usable_emg(trials):
-        return write_not_applicable(
-            method=NMMEstimator.name, subject=subject, out_dir=out_dir,
-            state_files=["hyperparameters.json", "weights.pt"],
-            reason="no EMG channel of the subject passed quality in every trial (see emg_quality.json)")
-    folds = make_folds(trials, n_folds=int(ev.get("n_folds", 2)), n_segments=int(ev.get("n_segments", 3)))
-    hidden = hideable_muscles(hide, trials, subject=subject)
-
-    def make() -> NMMEstimator:
-        return NMMEstimator(physics=physics, calibration=calib, seed=seed, **hyper)
-
-    make()  # validate the hyper-parameters before any training
-    table = evaluate_estimator(make_estimator=make, subject=subject, folds=folds, method=NMMEstimator.name,
-                               hide=hidden, out_dir=out_dir, channels=channels)
-    make().fit(trials).save(out_dir)
-    return table
+SPEC = EstimatorSpec(
+    name="nmm", factory=_factory, needs_emg=True, muscle_set="subject",
+    uses_calibration=lambda settings: settings.nmm.start_from_calibration,
+    description="neural musculoskeletal model: a causal network's deep excitations drive the physics core",
+)

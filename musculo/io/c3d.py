@@ -147,6 +147,22 @@ def read_c3d(path: str | os.PathLike[str], *, plates: bool = True) -> C3DData:
     rate = float(header["points"]["frame_rate"])
     analog_rate = float(header["analogs"]["frame_rate"])
     analog = np.asarray(c3d["data"]["analogs"], dtype=float)[0].T  # (N, C)
+    if not rate > 0:
+        raise InputDataError(f"{path}: POINT:RATE is {rate}; the marker rate must be positive")
+    param_rate = _param(params, "ANALOG", "RATE")
+    if analog.shape[1] and param_rate is not None and np.size(param_rate):
+        declared = float(np.ravel(param_rate)[0])
+        if declared > 0 and abs(declared - analog_rate) > 1e-6 * max(declared, 1.0):
+            raise InputDataError(
+                f"{path}: ANALOG:RATE says {declared:g} Hz but the file stores "
+                f"{analog_rate / rate:g} analog samples per {rate:g} Hz frame ({analog_rate:g} Hz): "
+                "the analog rate is inconsistent; export the file again from the capture software"
+            )
+    if analog.shape[1] and analog_rate > 0 and abs(analog_rate / rate - round(analog_rate / rate)) > 1e-6:
+        raise InputDataError(
+            f"{path}: analog rate {analog_rate:g} Hz is not a whole multiple of the marker rate "
+            f"{rate:g} Hz, which a C3D requires; the file is corrupt"
+        )
     if analog.shape[1] and analog_rate > 0:
         n_expected = round(n_frames * analog_rate / rate)
         if abs(analog.shape[0] - n_expected) > max(1, analog_rate / rate):
@@ -160,7 +176,14 @@ def read_c3d(path: str | os.PathLike[str], *, plates: bool = True) -> C3DData:
     xyz = points[:3].transpose(2, 1, 0) * _UNIT_TO_MM[units]  # (T, M, 3) mm
     zero = np.all(xyz == 0.0, axis=2)
     xyz[zero] = np.nan
-    marker_labels = clean_labels(_labels(params, "POINT"))[: xyz.shape[1]]
+    raw_labels = _labels(params, "POINT")[: xyz.shape[1]]
+    # unlabelled trajectories (Vicon writes them as '*<n>') are not markers of the subject: drop them
+    named = [j for j, lab in enumerate(raw_labels) if not str(lab).strip().startswith("*")]
+    if len(named) < len(raw_labels):
+        logger.debug("%s: %d unlabelled trajectories ('*n') left out", path.name,
+                     len(raw_labels) - len(named))
+        xyz = xyz[:, named, :]
+    marker_labels = clean_labels([raw_labels[j] for j in named])
     analog_labels = clean_labels(_labels(params, "ANALOG"), drop_prefix=False)[: analog.shape[1]]
     analog_units = [str(u).strip() for u in (_param(params, "ANALOG", "UNITS", []) or [])]
     data = C3DData(

@@ -75,3 +75,15 @@ def write_sto(
             handle, np.column_stack([time, values]), delimiter="\t", fmt=f"%.{precision}g"
         )
     return path
+
+
+EVALUATION_COLUMNS = ["subject", "trial", "method", "quantity", "channel", "metric", "value"]
+
+
+def write_evaluation_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a long-format evaluation table (:data:`EVALUATION_COLUMNS`) as TSV, atomically.
+
+    The float format is fixed, so that reruns write identical files.
+    """
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="nan")

@@ -86,4 +86,8 @@ def write_trc(
     table.addTableMetaDataString("Units", units)
     with atomic_output(path) as tmp:
         opensim.TRCFileAdapter.write(table, str(tmp))
+        # the first header line names the file: give the final name, not the temporary one
+        text = tmp.read_text()
+        first, sep, rest = text.partition("\n")
+        tmp.write_text(first.replace(tmp.name, path.name) + sep + rest)
     return path

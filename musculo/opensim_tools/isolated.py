@@ -23,6 +23,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "id": ("musculo.opensim_tools.inverse_dynamics", "run_id"),
     "so": ("musculo.opensim_tools.static_optimization", "run_so"),
     "muscle_analysis": ("musculo.opensim_tools.muscle_analysis", "run_muscle_analysis"),
+    "path_fit": ("musculo.opensim_tools.path_fit", "fit_paths"),
+    "muscle_analysis_polynomial": ("musculo.opensim_tools.path_fit", "run_polynomial_muscle_analysis"),
+    "so_batched": ("musculo.opensim_tools.batched_so", "run_batched_so"),
+    "joint_reaction": ("musculo.opensim_tools.joint_reaction", "run_joint_reaction"),
     "quality": ("musculo.opensim_tools.quality", "write_quality_table"),
 }
 

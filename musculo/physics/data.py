@@ -301,7 +301,7 @@ WINDOWS = ("all", "contact")
 
 def load_trial_dir(
     trial_dir: PathLike, *, coordinates: list[str] | tuple[str, ...] | None = None,
-    with_emg: bool = True, with_so: bool = False, window: str = "all",
+    window: str, with_emg: bool = True, with_so: bool = False,
 ) -> TrialData:
     """Load ``results/<s>/<t>/`` (``muscle_analysis.npz``, ``id.sto``, ``emg.sto``, ``so_activation.sto``).
 

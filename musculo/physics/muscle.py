@@ -15,7 +15,7 @@ unconstrained ``raw``, so gradient steps can never leave the physiological range
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -25,6 +25,7 @@ from torch import nn
 
 from musculo.errors import EstimatorError
 from musculo.physics.data import MuscleParameters, TrialData
+from musculo.settings import PhysicsSettings, as_physics
 
 DTYPE = torch.float64
 
@@ -64,24 +65,26 @@ def force_velocity(norm_velocity: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PhysicsBounds:
-    """Lower and upper bounds of the subject-specific parameters (config section ``physics``)."""
+    """Lower and upper bounds of the subject-specific parameters (config ``physics.bounds``)."""
 
-    strength_scale: tuple[float, float] = (0.5, 2.0)
-    optimal_fiber_length_scale: tuple[float, float] = (0.85, 1.15)
-    tendon_slack_length_scale: tuple[float, float] = (0.95, 1.05)
-    tau_act: tuple[float, float] = (0.0075, 0.035)
-    shape: tuple[float, float] = (0.0, 0.35)
-    emg_gain: tuple[float, float] = (0.5, 1.5)
-    delay: tuple[float, float] = (0.0, 0.1)
+    strength_scale: tuple[float, float]
+    optimal_fiber_length_scale: tuple[float, float]
+    tendon_slack_length_scale: tuple[float, float]
+    tau_act: tuple[float, float]
+    shape: tuple[float, float]
+    emg_gain: tuple[float, float]
+    delay: tuple[float, float]
 
     @classmethod
-    def from_config(cls, bounds: dict[str, Any] | None) -> PhysicsBounds:
-        """Build from a mapping name -> [lo, hi] (missing names keep their defaults)."""
-        values = {k: (float(v[0]), float(v[1])) for k, v in (bounds or {}).items()}
-        unknown = set(values) - set(cls.__dataclass_fields__)
+    def from_config(cls, bounds: Mapping[str, Any] | None = None) -> PhysicsBounds:
+        """Build from a mapping name -> [lo, hi]; missing names take the schema's defaults."""
+        given = dict(bounds or {})
+        unknown = set(given) - set(cls.__dataclass_fields__)
         if unknown:
-            raise EstimatorError(f"physics.bounds: unknown parameters {sorted(unknown)}")
-        return cls(**values)
+            raise EstimatorError(f"physics.bounds: unknown parameters {sorted(unknown)}; "
+                                 f"known: {sorted(cls.__dataclass_fields__)}")
+        full = {**PhysicsSettings.from_config().bounds, **given}
+        return cls(**{k: (float(v[0]), float(v[1])) for k, v in full.items()})
 
 
 class Bounded(nn.Module):
@@ -147,7 +150,7 @@ class MuscleModel(nn.Module):
         super().__init__()
         self.muscles = list(muscles)
         m = len(self.muscles)
-        b = bounds or PhysicsBounds()
+        b = bounds or PhysicsBounds.from_config()
         self.bounds = b
         self.deactivation_ratio = float(deactivation_ratio)
         self.use_delay = bool(use_delay)
@@ -380,22 +383,30 @@ def trial_tensors(trial: TrialData) -> TrialTensors:
     )
 
 
-def model_for(trial: TrialData, *, physics: dict[str, Any] | None = None,
-              calibration: dict[str, Any] | None = None) -> MuscleModel:
-    """A :class:`MuscleModel` for a trial's muscles, from config section ``physics`` and calibration.
+def muscle_model(
+    params: MuscleParameters, muscles: Sequence[str], *, physics: PhysicsSettings
+) -> MuscleModel:
+    """The :class:`MuscleModel` of ``muscles`` with the settings of config section ``physics``.
 
-    ``physics`` keys used: ``bounds``, ``deactivation_ratio``, ``use_delay``, ``tau_act``,
-    ``shape``, ``delay``. ``calibration`` is the content of ``calibration.json`` (its
-    ``parameters`` entry, or the parameter dict itself).
+    The one place a muscle model is built from settings: the estimators' fits and their ``load``
+    go through it, so a saved estimator comes back with the physics it was fitted with.
     """
-    cfg = physics or {}
-    model = MuscleModel(
-        trial.params, trial.muscles, bounds=PhysicsBounds.from_config(cfg.get("bounds")),
-        deactivation_ratio=float(cfg.get("deactivation_ratio", 4.0)),
-        use_delay=bool(cfg.get("use_delay", False)),
-        tau_act=float(cfg.get("tau_act", 0.015)), shape=float(cfg.get("shape", 0.0)),
-        delay=float(cfg.get("delay", 0.0)),
+    return MuscleModel(
+        params, list(muscles), bounds=PhysicsBounds.from_config(physics.bounds),
+        deactivation_ratio=physics.deactivation_ratio, use_delay=physics.use_delay,
+        tau_act=physics.tau_act, shape=physics.shape, delay=physics.delay,
     )
+
+
+def model_for(trial: TrialData, *, physics: PhysicsSettings | Mapping[str, Any] | None = None,
+              calibration: Mapping[str, Any] | None = None) -> MuscleModel:
+    """A :class:`MuscleModel` for a trial's muscles from the ``physics`` settings and a calibration.
+
+    ``physics`` None (or a partial mapping) takes the schema's defaults for what it does not give.
+    ``calibration`` is the content of ``calibration.json`` (its ``parameters`` entry, or the
+    parameter dict itself).
+    """
+    model = muscle_model(trial.params, trial.muscles, physics=as_physics(physics))
     if calibration:
         model.load_dict(calibration.get("parameters", calibration))
     return model

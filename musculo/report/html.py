@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from musculo import logger
+from musculo.evaluation import source_trial
 from musculo.io.atomic import atomic_output
 from musculo.io.tables import in_degrees, read_sto
 from musculo.report.collect import (
@@ -36,6 +37,8 @@ from musculo.report.collect import (
     read_table,
     settings_with_defaults,
 )
+from musculo.report.contact import INTRO as CONTACT_INTRO
+from musculo.report.contact import contact_figures
 from musculo.report.figures import figure_png, overlay_figure
 from musculo.subject import load_subject
 
@@ -163,8 +166,7 @@ def _read_events(path: Path) -> dict[str, Any] | None:
 def _methods_found(results_dir: Path) -> list[str]:
     return sorted(
         p.name for p in results_dir.iterdir()
-        if p.is_dir() and (any(p.glob("*.excitations.sto")) or any(p.glob("*.moments.sto"))
-                           or (p / "lomo").is_dir())
+        if p.is_dir() and (p / "predictions").is_dir()
     )
 
 
@@ -284,7 +286,8 @@ def build_subject_report(
                      "Joint moments produced by each estimator's excitations through the "
                      "musculoskeletal model against inverse dynamics, on the trials held out from "
                      "fitting.")
-    held_out = {m: set(eval_table.loc[eval_table["method"] == m, "trial"]) for m in methods}
+    held_out = {m: {source_trial(str(t)) for t in eval_table.loc[eval_table["method"] == m, "trial"]}
+                for m in methods}
 
     for trial in trials:
         tdir = results / trial
@@ -342,7 +345,7 @@ def build_subject_report(
 
         predictions = {}
         for m in methods:
-            path = results / m / f"{trial}.excitations.sto"
+            path = results / m / "predictions" / f"{trial}.excitations.sto"
             if path.is_file():
                 predictions[m.upper()] = read_sto(path)
             else:
@@ -394,7 +397,7 @@ def build_subject_report(
 
         moments = {}
         for m in methods:
-            path = results / m / f"{trial}.moments.sto"
+            path = results / m / "predictions" / f"{trial}.moments.sto"
             if path.is_file() and (not held_out[m] or trial in held_out[m]) and idt is not None:
                 moments[m.upper()] = _align_moments(read_sto(path), idt)
         if moments and idt is not None:
@@ -411,14 +414,19 @@ def build_subject_report(
                                    events=events, side=side, points=points), dpi))
     if not methods:
         for sec in (deep, lomo, torque):
-            sec.notes.append(f"No estimator output under {results} (folders with "
-                             "<trial>.excitations.sto, <trial>.moments.sto or lomo/).")
+            sec.notes.append(f"No estimator output under {results} (folders with predictions/"
+                             "<trial>.excitations.sto, predictions/<trial>.moments.sto or lomo/).")
     for sec in (deep, torque):
         if methods and not sec.figures:
             sec.notes.append("No figure: the estimators wrote no matching output for the trials.")
     if methods and not lomo.figures and not any((results / m / "lomo").is_dir() for m in methods):
         lomo.missing.append(str(results / "<method>" / "lomo"))
-    sections += [kin, so_emg, deep, lomo, torque]
+    contact = Section("contact", "Joint contact forces", CONTACT_INTRO)
+    for slug, title, caption, fig in contact_figures(
+            results=results, subject=subject, trials=trials, methods=methods, points=points,
+            notes=contact.notes, missing=contact.missing):
+        contact.figures.append(_figure(slug, title, caption, fig, dpi))
+    sections += [kin, so_emg, deep, lomo, torque, contact]
 
     metrics = Section("metrics", "Metrics",
                       "From evaluation.tsv: methods side by side; the better value in each row is "

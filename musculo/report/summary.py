@@ -25,6 +25,7 @@ from musculo.report.collect import (
     read_evaluation,
     settings_with_defaults,
 )
+from musculo.report.contact import summary_columns
 from musculo.report.figures import cohort_figure, figure_png
 from musculo.report.html import EmbeddedFigure, environment
 
@@ -36,7 +37,7 @@ def summary_table(evaluation: pd.DataFrame, *, methods: Sequence[str] = ()) -> p
     """
     if evaluation.empty:
         return pd.DataFrame(columns=["subject", "method", "n_trials"])
-    keyed = evaluation.assign(column=evaluation["quantity"] + " " + evaluation["metric"])
+    keyed = evaluation.assign(column=summary_columns(evaluation)).dropna(subset=["column"])
     wide = keyed.pivot_table(index=["subject", "method"], columns="column", values="value",
                              aggfunc="mean", sort=False, dropna=False)
     wide = wide[list(dict.fromkeys(keyed["column"]))]
@@ -59,6 +60,7 @@ def build_summary(
     output_html: str | os.PathLike[str],
     figure: str | os.PathLike[str] | None = None,
     settings: Mapping[str, Any] | None = None,
+    failed: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Write the cohort table (TSV), its HTML page (self-contained) and, optionally, its figure.
 
@@ -68,9 +70,14 @@ def build_summary(
         output_html: ``results/summary.html``; links to ``<subject>/report.html`` beside it.
         figure: when given, the cohort figure is also written there as PNG.
         settings: the ``report`` config section (defaults from the config schema).
+        failed: subjects that could not be processed (id -> error), listed as failed on the page
+            and in the log (their subject file is invalid, so they have no evaluation).
     """
     settings = settings_with_defaults(settings)
-    if not evaluations:
+    failed = dict(failed or {})
+    for sid, error in failed.items():
+        logger.warning("summary: subject %s failed: %s", sid, error)
+    if not evaluations and not failed:
         raise ReportInputError("summary: no evaluation.tsv given; are there any subjects?")
     parts = []
     for path in evaluations:
@@ -78,7 +85,8 @@ def build_summary(
         if part.empty:
             logger.warning("%s: no rows; the subject is left out of the summary", path)
         parts.append(part)
-    evaluation = pd.concat(parts, ignore_index=True)
+    evaluation = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["subject", "trial", "method", "quantity", "channel", "metric", "value"])
     table = summary_table(evaluation, methods=settings["methods"])
     metrics = [c for c in table.columns if c not in ("subject", "method", "n_trials")]
     plotted = [m for m in settings["summary_metrics"] if m in metrics] or metrics
@@ -112,6 +120,7 @@ def build_summary(
         ],
         subjects=list(dict.fromkeys(table["subject"])),
         figure=embedded,
+        failed=failed,
         isfinite=lambda v: v is not None and np.isfinite(v),
     )
     if figure is not None:

@@ -2,7 +2,7 @@
 
 Rows of ``results/<s>/truth/evaluation.tsv`` (long format, the columns of ``evaluation.tsv``):
 
-- ``method`` mse / nmm: each held-out prediction ``results/<s>/<method>/<trial>.excitations.sto``
+- ``method`` mse / nmm: each held-out prediction ``results/<s>/<method>/predictions/<trial>.excitations.sto``
   against the true excitations (``quantity = excitation``; every muscle column, deep and surface);
 - ``method`` so: OpenSim static optimization's activations ``results/<s>/<trial>/so_activation.sto``
   against the true excitations;
@@ -26,11 +26,12 @@ import pandas as pd
 
 from musculo import logger
 from musculo.errors import MusculoError
-from musculo.evaluation import COLUMNS, write_table
+from musculo.io.tables import EVALUATION_COLUMNS as COLUMNS
 from musculo.io.tables import in_degrees, read_sto
+from musculo.io.tables import write_evaluation_table as write_table
 from musculo.twin.generate import load_truth
 
-METHODS = ("mse", "nmm", "so", "opensim")
+METHODS = ("mse", "nmm", "so", "opensim")  # the defaults; any estimator with predictions/ works
 _PELVIS = ("pelvis_tilt", "pelvis_tx", "pelvis_ty")
 
 
@@ -84,9 +85,6 @@ def evaluate_truth(
     prediction file is logged and skipped (e.g. a trial never held out), but at least one row must
     come out, or :class:`TruthEvaluationError` is raised.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise TruthEvaluationError(f"twin truth evaluation: unknown method(s) {unknown}; known: {METHODS}")
     data = load_truth(truth)
     results = Path(results_dir)
     muscles = [str(m) for m in data["muscles"]]
@@ -94,11 +92,10 @@ def evaluate_truth(
     rows: list[dict[str, Any]] = []
     for trial in (str(t) for t in data["trials"]):
         time = data[f"{trial}/time"]
-        files: dict[str, Path] = {
-            "mse": results / "mse" / f"{trial}.excitations.sto",
-            "nmm": results / "nmm" / f"{trial}.excitations.sto",
-            "so": results / trial / "so_activation.sto",
+        files: dict[str, Path] = {  # an estimator's held-out predictions, SO's activations
+            m: results / m / "predictions" / f"{trial}.excitations.sto" for m in methods if m != "opensim"
         }
+        files["so"] = results / trial / "so_activation.sto"
         for method in (m for m in methods if m in files):
             path = files[method]
             if not path.is_file():

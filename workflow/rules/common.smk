@@ -3,20 +3,47 @@
 import re
 from pathlib import Path
 
-from musculo.subject import discover_subjects, load_subject
+from musculo.errors import SubjectFileError
+from musculo.estimators import registry
+from musculo.settings import Settings
+from musculo.subject import check_subject_ids, discover_subjects, load_subjects, subject_config
 
-SUBJECTS = config["subjects"] or discover_subjects("subjects")
-_SUBJECTS = {s: load_subject(Path("subjects") / s / "subject.yaml") for s in SUBJECTS}
+# Every requested id (checked: plain folder names with a subject.yaml). A subject whose subject.yaml
+# is invalid stays in SUBJECTS but not in VALID_SUBJECTS: only its fetch job is planned, and that job
+# fails with the file's error, so under --keep-going the other subjects and the summary carry on.
+SUBJECTS = check_subject_ids(config["subjects"] or discover_subjects("subjects"), "subjects")
+_SUBJECTS, SUBJECT_ERRORS = load_subjects(SUBJECTS, "subjects")
+VALID_SUBJECTS = [s for s in SUBJECTS if s in _SUBJECTS]
 
 
 wildcard_constraints:
-    subject="|".join(SUBJECTS) or "NONE",
-    trial="[A-Za-z0-9_.-]+",
+    subject="|".join(re.escape(s) for s in SUBJECTS) or "NONE",
+    trial="[A-Za-z0-9_][A-Za-z0-9_.-]*",
+    method="|".join(re.escape(m) for m in config["evaluation"]["methods"]) or "NONE",
 
 
 def subject(s):
-    """The validated Subject of id s."""
+    """The validated Subject of id s (raises the subject file's error for an invalid one)."""
+    if s in SUBJECT_ERRORS:
+        raise SubjectFileError(SUBJECT_ERRORS[s])
     return _SUBJECTS[s]
+
+
+def scfg(s, section):
+    """Config section of subject s: the workflow config with the subject's own overrides."""
+    if s not in _SUBJECTS:
+        return config[section]
+    if s not in _SUBJECT_CONFIGS:
+        _SUBJECT_CONFIGS[s] = subject_config(config, subject(s))
+    return _SUBJECT_CONFIGS[s][section]
+
+
+_SUBJECT_CONFIGS = {}
+
+
+def scfg_param(section, key):
+    """A params callable: config[section][key] as overridden by the job's subject."""
+    return lambda w: scfg(w.subject, section)[key]
 
 
 def trials(s, role=None):
@@ -36,11 +63,13 @@ def static_trial(s):
 
 def emg_subjects():
     """Subjects with EMG channels."""
-    return [s for s in SUBJECTS if subject(s).emg_channels]
+    return [s for s in VALID_SUBJECTS if subject(s).emg_channels]
 
 
 def generated_inputs(s):
     """Files a digital-twin subject's generator writes into its folder (none for lab subjects)."""
+    if s not in _SUBJECTS:
+        return []
     sub = subject(s)
     if not sub.is_twin:
         return []
@@ -56,12 +85,13 @@ def res(s, *parts):
 
 def all_targets():
     """Final outputs of every subject (the workflow's default target)."""
-    return [res(s, "report.html") for s in SUBJECTS] + ["results/summary.html", "results/summary.tsv"]
+    bad = [res(s, "inputs.json") for s in SUBJECT_ERRORS]  # its fetch job reports the error
+    return [res(s, "report.html") for s in VALID_SUBJECTS] + bad + ["results/summary.html", "results/summary.tsv"]
 
 
 def import_static_names():
     """Regex of the static trial names (imported by import_static)."""
-    return "|".join(sorted({re.escape(static_trial(s)) for s in SUBJECTS})) or "NONE"
+    return "|".join(sorted({re.escape(static_trial(s)) for s in VALID_SUBJECTS})) or "NONE"
 
 
 def emg_trials(s):
@@ -71,10 +101,70 @@ def emg_trials(s):
 
 def twin_subjects():
     """Ids of the digital-twin subjects."""
-    return [s for s in SUBJECTS if subject(s).is_twin]
+    return [s for s in VALID_SUBJECTS if subject(s).is_twin]
 
 
-def twin_evaluated(s):
-    """Estimator evaluation tables the truth evaluation waits for (their predictions sit beside them)."""
-    methods = [m for m in config["twin"]["truth_methods"] if m in ("mse", "nmm")]
-    return [res(s, m, "evaluation.tsv") for m in methods if subject(s).emg_channels]
+def twin_predictions(s):
+    """Estimator prediction folders the truth evaluation reads (methods that ran for the twin)."""
+    return [res(s, m, "predictions") for m in config["twin"]["truth_methods"] if m in methods_for(s)]
+
+
+# --- estimators: every method of evaluation.methods through the registry and one generic rule ---
+registry.load_plugins(config["evaluation"]["plugins"])
+METHODS = list(config["evaluation"]["methods"])
+SPECS = registry.specs(METHODS)  # an unknown method fails here, naming the registered ones
+
+
+def settings_for(s):
+    """Typed settings of subject s (the config with the subject's own overrides), built once."""
+    if s not in _SETTINGS:
+        overrides = subject(s).config_overrides if s in _SUBJECTS else {}
+        _SETTINGS[s] = Settings.from_config(config, overrides=overrides)
+    return _SETTINGS[s]
+
+
+_SETTINGS = {}
+
+
+def has_emg(s):
+    """Whether subject s lists EMG channels."""
+    return bool(subject(s).emg_channels)
+
+
+def methods_for(s):
+    """The methods evaluated for subject s (those needing EMG only when it has EMG)."""
+    return [m for m in METHODS if has_emg(s) or not SPECS[m].needs_emg]
+
+
+def trial_files(s, names):
+    """Files ``names`` of every dynamic trial of subject s."""
+    return [res(s, t, n) for t in dynamic_trials(s) for n in names]
+
+
+def estimate_inputs(w):
+    """Every file the estimate rule's method reads for its subject."""
+    spec, s = SPECS[w.method], w.subject
+    inputs = {
+        "subject": f"subjects/{s}/subject.yaml",
+        "trials": trial_files(s, ["muscle_analysis.npz", "id.sto", "events.json"]),
+        "emg": trial_files(s, ["emg.sto"]) if has_emg(s) else [],
+        "so": trial_files(s, ["so_activation.sto"]) if spec.needs_so else [],
+    }
+    if has_emg(s) and spec.uses_calibration(settings_for(s)):
+        inputs["calibration"] = res(s, "physics", "calibration.json")
+    return inputs
+
+
+def report_inputs(w):
+    """Every file the subject report reads besides the evaluation and quality tables."""
+    s = w.subject
+    per_trial = ["ik.mot", "id.sto", "so_activation.sto", "events.json", "ik_marker_errors.sto",
+                 "residuals.json", "so_reserves.json"]
+    per_trial += ["emg.sto", "emg_quality.json"] if has_emg(s) else []
+    return {
+        "inputs": res(s, "inputs.json"),
+        "scale_quality": res(s, "model", "scale_quality.json"),
+        "trial_files": trial_files(s, per_trial),
+        "predictions": [res(s, m, "predictions") for m in methods_for(s)],
+        "lomo": [res(s, m, "lomo") for m in methods_for(s)],
+    }

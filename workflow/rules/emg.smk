@@ -11,15 +11,16 @@ rule emg_envelope:
     conda:
         "../envs/musculo.yaml"
     params:
-        band=config["emg"]["band"],
-        envelope_cutoff=config["emg"]["envelope_cutoff"],
-        filter_order=config["emg"]["filter_order"],
-        delay=config["emg"]["delay"],
-        saturation_share_max=config["emg"]["saturation_share_max"],
-        flat_std_min=config["emg"]["flat_std_min"],
-        snr_min_db=config["emg"]["snr_min_db"],
-        mains_share_max=config["emg"]["mains_share_max"],
-        exclude_flagged=config["emg"]["exclude_flagged"],
+        band=scfg_param("emg", "band"),
+        envelope_cutoff=scfg_param("emg", "envelope_cutoff"),
+        filter_order=scfg_param("emg", "filter_order"),
+        delay=scfg_param("emg", "delay"),
+        saturation_share_max=scfg_param("emg", "saturation_share_max"),
+        flat_std_min=scfg_param("emg", "flat_std_min"),
+        snr_min_db=scfg_param("emg", "snr_min_db"),
+        mains_share_max=scfg_param("emg", "mains_share_max"),
+        max_abs=scfg_param("emg", "max_abs"),
+        exclude_flagged=scfg_param("emg", "exclude_flagged"),
     script:
         "../scripts/emg_envelope.py"
 

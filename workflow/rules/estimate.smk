@@ -1,14 +1,13 @@
-"""Physics calibration, MSE and SO evaluation, and the per-subject evaluation table."""
+"""Physics calibration, every registered estimator through one rule, and the per-subject evaluation table."""
 
 
 rule calibrate:
-    """Calibrate the subject's physics parameters against inverse-dynamics moments."""
+    """Calibrate the subject's physics parameters against inverse-dynamics moments (an MSE fit)."""
     input:
-        trials=lambda w: [
-            res(w.subject, t, n)
-            for t in dynamic_trials(w.subject)
-            for n in ["muscle_analysis.npz", "id.sto", "emg.sto", "events.json"]
-        ],
+        subject="subjects/{subject}/subject.yaml",
+        trials=lambda w: trial_files(
+            w.subject, ["muscle_analysis.npz", "id.sto", "emg.sto", "events.json"]
+        ),
     output:
         calibration="results/{subject}/physics/calibration.json",
     log:
@@ -17,106 +16,53 @@ rule calibrate:
         "results/benchmarks/{subject}/calibrate.tsv"
     conda:
         "../envs/musculo.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         trial_dirs=lambda w: [res(w.subject, t) for t in dynamic_trials(w.subject)],
-        coordinates=lambda w: subject(w.subject).coordinates or None,
-        measured=lambda w: subject(w.subject).measured_muscles,
-        unmeasured=lambda w: subject(w.subject).unmeasured,
-        physics=config["physics"],
-        mse=config["mse"],
+        physics=lambda w: settings_for(w.subject).physics.to_dict(),
+        mse=lambda w: settings_for(w.subject).mse.to_dict(),
         seed=config["seed"],
-        n_trials=config["physics"]["calibration_trials"],
     script:
         "../scripts/calibrate.py"
 
 
-rule mse:
-    """Fit and evaluate synergy extrapolation (folds and leave-one-muscle-out)."""
+rule estimate:
+    """Fit and evaluate one registered method on a subject: folds, leave-one-muscle-out, deployable fit."""
     input:
-        trials=lambda w: [
-            res(w.subject, t, n)
-            for t in dynamic_trials(w.subject)
-            for n in ["muscle_analysis.npz", "id.sto", "emg.sto", "events.json"]
-        ],
-        calibration=lambda w: (
-            res(w.subject, "physics", "calibration.json")
-            if config["mse"]["calibrate_physics"]
-            else []
-        ),
+        unpack(estimate_inputs),
     output:
-        evaluation="results/{subject}/mse/evaluation.tsv",
-        state="results/{subject}/mse/mse.json",
+        evaluation="results/{subject}/{method}/evaluation.tsv",
+        predictions=directory("results/{subject}/{method}/predictions"),
+        lomo=directory("results/{subject}/{method}/lomo"),
+        model=directory("results/{subject}/{method}/model"),
     log:
-        "results/logs/{subject}/mse/mse.log",
+        "results/logs/{subject}/{method}/{method}.log",
     benchmark:
-        "results/benchmarks/{subject}/mse.tsv"
+        "results/benchmarks/{subject}/{method}.tsv"
     conda:
         "../envs/musculo.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=120,
     params:
-        method="mse",
         trial_dirs=lambda w: [res(w.subject, t) for t in dynamic_trials(w.subject)],
-        coordinates=lambda w: subject(w.subject).coordinates or None,
-        hide=lambda w: subject(w.subject).hide,
-        channels=lambda w: subject(w.subject).emg_channels,
-        measured=lambda w: subject(w.subject).measured_muscles,
-        unmeasured=lambda w: subject(w.subject).unmeasured,
-        physics=config["physics"],
-        mse=config["mse"],
-        evaluation=config["evaluation"],
+        settings=lambda w: {
+            k: settings_for(w.subject).section(k).to_dict()
+            for k in ("physics", "mse", "nmm", "evaluation")
+        },
         seed=config["seed"],
     script:
-        "../scripts/evaluate_method.py"
-
-
-rule so_eval:
-    """Evaluate OpenSim static optimisation with the same protocol (moments, hidden muscles)."""
-    input:
-        trials=lambda w: [
-            res(w.subject, t, n)
-            for t in dynamic_trials(w.subject)
-            for n in [
-                "muscle_analysis.npz",
-                "id.sto",
-                "so_activation.sto",
-                "events.json",
-            ]
-        ],
-        emg=lambda w: (
-            [res(w.subject, t, "emg.sto") for t in dynamic_trials(w.subject)]
-            if subject(w.subject).emg_channels
-            else []
-        ),
-    output:
-        evaluation="results/{subject}/so/evaluation.tsv",
-    log:
-        "results/logs/{subject}/so_eval/so_eval.log",
-    benchmark:
-        "results/benchmarks/{subject}/so_eval.tsv"
-    conda:
-        "../envs/musculo.yaml"
-    params:
-        method="so",
-        trial_dirs=lambda w: [res(w.subject, t) for t in dynamic_trials(w.subject)],
-        coordinates=lambda w: subject(w.subject).coordinates or None,
-        hide=lambda w: (
-            subject(w.subject).hide if subject(w.subject).emg_channels else []
-        ),
-        channels=lambda w: subject(w.subject).emg_channels,
-        physics=config["physics"],
-        evaluation=config["evaluation"],
-        seed=config["seed"],
-    script:
-        "../scripts/evaluate_method.py"
+        "../scripts/estimate.py"
 
 
 rule evaluate:
     """Concatenate the methods' evaluation tables into results/<s>/evaluation.tsv."""
     input:
-        tables=lambda w: [
-            res(w.subject, m, "evaluation.tsv")
-            for m in config["evaluation"]["methods"]
-            if m == "so" or subject(w.subject).emg_channels
-        ]
+        tables=lambda w: [res(w.subject, m, "evaluation.tsv") for m in methods_for(w.subject)]
         + (
             [res(w.subject, "truth", "evaluation.tsv")]
             if subject(w.subject).is_twin
@@ -128,5 +74,9 @@ rule evaluate:
         "results/logs/{subject}/evaluate/evaluate.log",
     conda:
         "../envs/musculo.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
     script:
         "../scripts/evaluate.py"

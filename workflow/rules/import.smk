@@ -12,12 +12,12 @@ rule import_static:
     conda:
         "../envs/musculo.yaml"
     params:
-        marker_gap_max=config["import"]["marker_gap_max"],
-        grf_cutoff=config["import"]["grf_cutoff"],
-        filter_order=config["import"]["filter_order"],
-        force_threshold=config["import"]["force_threshold"],
-        min_contact=config["import"]["min_contact"],
-        required_markers=config["import"]["required_markers"],
+        marker_gap_max=scfg_param("import", "marker_gap_max"),
+        grf_cutoff=scfg_param("import", "grf_cutoff"),
+        filter_order=scfg_param("import", "filter_order"),
+        force_threshold=scfg_param("import", "force_threshold"),
+        min_contact=scfg_param("import", "min_contact"),
+        required_markers=scfg_param("import", "required_markers"),
     script:
         "../scripts/import_trial.py"
 
@@ -40,11 +40,11 @@ rule import_trial:
     conda:
         "../envs/musculo.yaml"
     params:
-        marker_gap_max=config["import"]["marker_gap_max"],
-        grf_cutoff=config["import"]["grf_cutoff"],
-        filter_order=config["import"]["filter_order"],
-        force_threshold=config["import"]["force_threshold"],
-        min_contact=config["import"]["min_contact"],
-        required_markers=config["import"]["required_markers"],
+        marker_gap_max=scfg_param("import", "marker_gap_max"),
+        grf_cutoff=scfg_param("import", "grf_cutoff"),
+        filter_order=scfg_param("import", "filter_order"),
+        force_threshold=scfg_param("import", "force_threshold"),
+        min_contact=scfg_param("import", "min_contact"),
+        required_markers=scfg_param("import", "required_markers"),
     script:
         "../scripts/import_trial.py"

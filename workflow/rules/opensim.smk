@@ -19,12 +19,12 @@ rule scale:
     params:
         mass=lambda w: subject(w.subject).mass,
         height=lambda w: subject(w.subject).height,
-        scale_bounds=OS["scale_bounds"],
-        max_marker_rms=OS["max_marker_rms"],
-        max_marker_error=OS["max_marker_error"],
-        min_markers=OS["min_static_markers"],
-        min_marker_coverage=OS["min_marker_coverage"],
-        marker_weights=OS["marker_weights"],
+        scale_bounds=scfg_param("opensim", "scale_bounds"),
+        max_marker_rms=scfg_param("opensim", "max_marker_rms"),
+        max_marker_error=scfg_param("opensim", "max_marker_error"),
+        min_markers=scfg_param("opensim", "min_static_markers"),
+        min_marker_coverage=scfg_param("opensim", "min_marker_coverage"),
+        marker_weights=scfg_param("opensim", "marker_weights"),
     conda:
         "../envs/musculo.yaml"
     script:
@@ -45,11 +45,11 @@ rule ik:
     log:
         "results/logs/{subject}/ik/{trial}.log",
     params:
-        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=OS["time_range"]),
-        max_frames=OS["max_frames"],
-        strike_lead=OS["strike_lead"],
-        marker_weights=OS["marker_weights"],
-        flag_limit=OS["ik_flag_limit"],
+        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
+        max_frames=scfg_param("opensim", "max_frames"),
+        strike_lead=scfg_param("opensim", "strike_lead"),
+        marker_weights=scfg_param("opensim", "marker_weights"),
+        flag_limit=scfg_param("opensim", "ik_flag_limit"),
     conda:
         "../envs/musculo.yaml"
     script:
@@ -70,9 +70,9 @@ rule id:
     log:
         "results/logs/{subject}/id/{trial}.log",
     params:
-        lowpass_hz=OS["lowpass_hz"],
-        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=OS["time_range"]),
-        max_frames=OS["max_frames"],
+        lowpass_hz=scfg_param("opensim", "lowpass_hz"),
+        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
+        max_frames=scfg_param("opensim", "max_frames"),
         height=lambda w: subject(w.subject).height,
     conda:
         "../envs/musculo.yaml"
@@ -80,13 +80,38 @@ rule id:
         "../scripts/opensim_id.py"
 
 
+rule path_fit:
+    """Fit every muscle path of the scaled model as a polynomial over the coordinates the trials visit."""
+    input:
+        model=res("{subject}", "model", "scaled.osim"),
+        mots=lambda w: [res(w.subject, t, "ik.mot") for t in dynamic_trials(w.subject)],
+    output:
+        paths=res("{subject}", "model", "paths.json"),
+        path_set=res("{subject}", "model", "function_based_paths.xml"),
+    log:
+        "results/logs/{subject}/path_fit/path_fit.log",
+    params:
+        max_fit_frames=OS["path_fit"]["frames"],
+        samples_per_frame=OS["path_fit"]["samples_per_frame"],
+        sampling_bounds_deg=OS["path_fit"]["bounds_deg"],
+        max_order=OS["path_fit"]["max_order"],
+        moment_arm_threshold=OS["path_fit"]["moment_arm_threshold"],
+        threads=OS["path_fit"]["threads"],
+    conda:
+        "../envs/musculo.yaml"
+    script:
+        "../scripts/opensim_path_fit.py"
+
+
 rule so:
-    """Static optimization of one dynamic trial with reserve and residual actuators."""
+    """Static optimization of one dynamic trial with reserve and residual actuators (opensim.so_method)."""
     input:
         model=res("{subject}", "model", "scaled.osim"),
         mot=res("{subject}", "{trial}", "ik.mot"),
         loads=res("{subject}", "{trial}", "external_loads.xml"),
         grf=res("{subject}", "{trial}", "grf.mot"),
+        id=lambda w: res(w.subject, w.trial, "id.sto") if OS["so_method"] == "batched" else [],
+        paths=lambda w: res(w.subject, "model", "paths.json") if OS["so_method"] == "batched" else [],
     output:
         activation=res("{subject}", "{trial}", "so_activation.sto"),
         force=res("{subject}", "{trial}", "so_force.sto"),
@@ -95,6 +120,7 @@ rule so:
     log:
         "results/logs/{subject}/so/{trial}.log",
     params:
+        method=OS["so_method"],
         reserve_optimal_force=OS["reserve_optimal_force"],
         residual_optimal_force=OS["residual_optimal_force"],
         lowpass_hz=OS["lowpass_hz"],
@@ -107,10 +133,11 @@ rule so:
 
 
 rule muscle_analysis:
-    """Muscle-tendon lengths, velocities and moment arms of one dynamic trial (MuscleAnalysis)."""
+    """Muscle-tendon lengths, velocities and moment arms of one dynamic trial (opensim.ma_method)."""
     input:
         model=res("{subject}", "model", "scaled.osim"),
         mot=res("{subject}", "{trial}", "ik.mot"),
+        paths=lambda w: res(w.subject, "model", "paths.json") if OS["ma_method"] == "polynomial" else [],
     output:
         npz=res("{subject}", "{trial}", "muscle_analysis.npz"),
         sto_dir=directory(res("{subject}", "{trial}", "muscle_analysis")),
@@ -118,10 +145,10 @@ rule muscle_analysis:
     log:
         "results/logs/{subject}/muscle_analysis/{trial}.log",
     params:
-        lowpass_hz=OS["lowpass_hz"],
-        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=OS["time_range"]),
-        max_frames=OS["max_frames"],
-        coordinates=lambda w: subject(w.subject).coordinates if OS["ma_coordinates"] == "tracked" else None,
+        lowpass_hz=scfg_param("opensim", "lowpass_hz"),
+        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
+        max_frames=scfg_param("opensim", "max_frames"),
+        coordinates=lambda w: subject(w.subject).coordinates if scfg(w.subject, "opensim")["ma_coordinates"] == "tracked" else None,
     conda:
         "../envs/musculo.yaml"
     script:
@@ -141,10 +168,10 @@ rule quality:
     log:
         "results/logs/{subject}/quality/quality.log",
     params:
-        max_marker_rms=OS["max_marker_rms"],
-        ik_flag_limit=OS["ik_flag_limit"],
-        residual_force_pct_limit=OS["residual_force_pct_limit"],
-        reserve_limit=OS["reserve_limit"],
+        max_marker_rms=scfg_param("opensim", "max_marker_rms"),
+        ik_flag_limit=scfg_param("opensim", "ik_flag_limit"),
+        residual_force_pct_limit=scfg_param("opensim", "residual_force_pct_limit"),
+        reserve_limit=scfg_param("opensim", "reserve_limit"),
     conda:
         "../envs/musculo.yaml"
     script:

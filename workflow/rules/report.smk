@@ -4,6 +4,7 @@ from musculo.report.collect import config_sha256
 rule report:
     """Per-subject validation report: one self-contained HTML file with embedded figures."""
     input:
+        unpack(report_inputs),
         evaluation=res("{subject}", "evaluation.tsv"),
         quality=res("{subject}", "quality.tsv"),
         subject="subjects/{subject}/subject.yaml",
@@ -33,8 +34,8 @@ rule report:
 rule summary:
     """Cohort summary: headline metrics per subject and method (TSV, HTML and a figure)."""
     input:
-        evaluations=expand(res("{subject}", "evaluation.tsv"), subject=SUBJECTS),
-        reports=expand(res("{subject}", "report.html"), subject=SUBJECTS),
+        evaluations=expand(res("{subject}", "evaluation.tsv"), subject=VALID_SUBJECTS),
+        reports=expand(res("{subject}", "report.html"), subject=VALID_SUBJECTS),
     output:
         tsv="results/summary.tsv",
         html="results/summary.html",
@@ -50,5 +51,6 @@ rule summary:
         "../envs/musculo.yaml"
     params:
         settings=config["report"],
+        failed=SUBJECT_ERRORS,
     script:
         "../scripts/report_summary.py"

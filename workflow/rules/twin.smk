@@ -36,7 +36,7 @@ rule twin_truth:
     """Compare a twin's estimated excitations, kinematics and moments with its ground truth."""
     input:
         truth="subjects/{subject}/truth.npz",
-        evaluations=lambda w: twin_evaluated(w.subject),
+        predictions=lambda w: twin_predictions(w.subject),
         so=lambda w: [res(w.subject, t, "so_activation.sto") for t in dynamic_trials(w.subject)],
         ik=lambda w: [res(w.subject, t, "ik.mot") for t in dynamic_trials(w.subject)],
         id=lambda w: [res(w.subject, t, "id.sto") for t in dynamic_trials(w.subject)],

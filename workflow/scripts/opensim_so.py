@@ -1,8 +1,9 @@
 from musculo.log import job_logging
-from musculo.opensim_tools.static_optimization import run_so
 
+params = dict(snakemake.params)
+method = params.pop("method")
 with job_logging(snakemake.log[0]):
-    run_so(
+    common = dict(
         model=snakemake.input.model,
         coordinates_mot=snakemake.input.mot,
         external_loads_xml=snakemake.input.loads,
@@ -10,5 +11,13 @@ with job_logging(snakemake.log[0]):
         force_out=snakemake.output.force,
         setup_out=snakemake.output.setup,
         reserves_out=snakemake.output.reserves,
-        **snakemake.params,
+        **params,
     )
+    if method == "batched":
+        from musculo.opensim_tools.batched_so import run_batched_so
+
+        run_batched_so(inverse_dynamics=snakemake.input.id, paths=snakemake.input.paths, **common)
+    else:
+        from musculo.opensim_tools.static_optimization import run_so
+
+        run_so(**common)

@@ -1,0 +1,118 @@
+"""Joint contact forces from each method's muscle forces (OpenSim JointReaction + musculo.contact)."""
+
+CONTACT = config["contact"]
+
+
+def contact_methods(s):
+    """Methods whose contact forces are computed for subject s (EMG-driven ones need EMG)."""
+    return [m for m in CONTACT["methods"] if m == "so" or subject(s).emg_channels]
+
+
+def method_forces(s, method, trial):
+    """A method's muscle forces of one trial: OpenSim SO's so_force.sto (every actuator) for so,
+    else the estimator's predictions/<trial>.forces.sto (written by rule estimate)."""
+    if method == "so":
+        return res(s, trial, "so_force.sto")
+    return res(s, method, "predictions", f"{trial}.forces.sto")
+
+
+def method_output(s, method, trial):
+    """What the joint reaction of a method waits for: the forces file, or the estimator's predictions folder."""
+    if method == "so":
+        return method_forces(s, method, trial)
+    return res(s, method, "predictions")
+
+
+def contact_evaluations(s):
+    """Every contact evaluation table of subject s (one per method)."""
+    return [res(s, "contact", m, "evaluation.tsv") for m in contact_methods(s)]
+
+
+def contact_targets():
+    """Contact outputs of every valid subject (part of the default target)."""
+    return [p for s in VALID_SUBJECTS for p in contact_evaluations(s)]
+
+
+rule joint_reaction:
+    """Joint reaction loads of one trial with one method's muscle forces (AnalyzeTool + JointReaction)."""
+    input:
+        model=res("{subject}", "model", "scaled.osim"),
+        mot=res("{subject}", "{trial}", "ik.mot"),
+        loads=res("{subject}", "{trial}", "external_loads.xml"),
+        grf=res("{subject}", "{trial}", "grf.mot"),
+        forces=lambda w: method_output(w.subject, w.method, w.trial),
+        so_forces=res("{subject}", "{trial}", "so_force.sto"),
+    output:
+        sto=res("{subject}", "contact", "{method}", "{trial}.reactions.sto"),
+        setup=res("{subject}", "contact", "{method}", "{trial}_setup.xml"),
+        summary=res("{subject}", "contact", "{method}", "{trial}.reactions.json"),
+    log:
+        "results/logs/{subject}/joint_reaction/{method}/{trial}.log",
+    wildcard_constraints:
+        method="[A-Za-z0-9_]+",
+    params:
+        forces_sto=lambda w: method_forces(w.subject, w.method, w.trial),
+        joints=CONTACT["joints"],
+        sides=CONTACT["sides"],
+        lowpass_hz=OS["lowpass_hz"],
+        reserve_optimal_force=OS["reserve_optimal_force"],
+        residual_optimal_force=OS["residual_optimal_force"],
+    conda:
+        "../envs/musculo.yaml"
+    script:
+        "../scripts/joint_reaction.py"
+
+
+rule contact_forces:
+    """Knee (total, medial, lateral), hip and ankle contact forces of one method over the trials."""
+    input:
+        reactions=lambda w: [
+            res(w.subject, "contact", w.method, f"{t}.reactions.sto") for t in dynamic_trials(w.subject)
+        ],
+        summaries=lambda w: [
+            res(w.subject, "contact", w.method, f"{t}.reactions.json") for t in dynamic_trials(w.subject)
+        ],
+        scale=res("{subject}", "model", "scale_quality.json"),
+        truth=lambda w: res(w.subject, "contact", "truth", "curves") if subject(w.subject).is_twin else [],
+    output:
+        evaluation=res("{subject}", "contact", "{method}", "evaluation.tsv"),
+        curves=directory(res("{subject}", "contact", "{method}", "curves")),
+    log:
+        "results/logs/{subject}/contact/{method}.log",
+    wildcard_constraints:
+        method="(?!truth$)[A-Za-z0-9_]+",
+    params:
+        subject="{subject}",
+        method="{method}",
+        trials=lambda w: dynamic_trials(w.subject),
+        mass=lambda w: subject(w.subject).mass,
+        intercondylar_distance=CONTACT["intercondylar_distance"],
+        published_peak_bw=CONTACT["published_peak_bw"],
+    conda:
+        "../envs/musculo.yaml"
+    script:
+        "../scripts/contact_forces.py"
+
+
+rule contact_truth:
+    """A twin's true contact forces: JointReaction on the true model with the true muscle forces."""
+    input:
+        truth="subjects/{subject}/truth.npz",
+        loads=lambda w: [res(w.subject, t, "external_loads.xml") for t in dynamic_trials(w.subject)],
+        grf=lambda w: [res(w.subject, t, "grf.mot") for t in dynamic_trials(w.subject)],
+    output:
+        curves=directory(res("{subject}", "contact", "truth", "curves")),
+    log:
+        "results/logs/{subject}/contact/truth.log",
+    params:
+        subject="{subject}",
+        trials=lambda w: dynamic_trials(w.subject),
+        mass=lambda w: subject(w.subject).mass,
+        joints=CONTACT["joints"],
+        sides=CONTACT["sides"],
+        lowpass_hz=OS["lowpass_hz"],
+        intercondylar_distance=CONTACT["intercondylar_distance"],
+    conda:
+        "../envs/musculo.yaml"
+    script:
+        "../scripts/contact_truth.py"
