@@ -33,5 +33,5 @@ include: "workflow/rules/contact.smk"
 rule all:
     """Every subject's outputs and the cohort summary."""
     input:
-        all_targets() + contact_targets(),
+        all_targets() + CONTACT_TARGETS,
     default_target: True

@@ -59,6 +59,27 @@ NOMINAL_INTERCONDYLAR_DISTANCE = 0.04
 """m, distance between the medial and lateral tibiofemoral contact points of an unscaled model."""
 
 
+def contact_methods(methods: Sequence[str], *, has_emg: bool) -> list[str]:
+    """The methods of ``methods`` that give a subject contact forces (EMG-driven ones need EMG)."""
+    return [m for m in methods if m == "so" or has_emg]
+
+
+def method_forces_file(subject: str, method: str, trial: str, *, results: str = "results") -> str:
+    """A method's muscle forces of one trial: OpenSim SO's ``<s>/<trial>/so_force.sto`` (every
+    actuator) for ``so``, else the estimator's ``<s>/<method>/predictions/<trial>.forces.sto``."""
+    if method == "so":
+        return str(Path(results, subject, trial, "so_force.sto"))
+    return str(Path(results, subject, method, "predictions", f"{trial}.forces.sto"))
+
+
+def method_forces_input(subject: str, method: str, trial: str, *, results: str = "results") -> str:
+    """What a workflow job reading a method's forces waits for: the file for ``so``, the
+    estimator's ``predictions`` folder (a directory output) otherwise."""
+    if method == "so":
+        return method_forces_file(subject, method, trial, results=results)
+    return str(Path(results, subject, method, "predictions"))
+
+
 class ContactForceError(MusculoError):
     """Joint reaction loads cannot be turned into contact forces."""
 

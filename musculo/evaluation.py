@@ -2,14 +2,27 @@
 
 - Folds per subject: the dynamic trials are split round-robin into ``n_folds`` held-out groups
   (each trial held out once); a single-trial subject is cut into ``n_segments`` time spans instead.
-- Torque: per held-out trial and coordinate, RMSE (N m), NRMSE (% of the ID moment's range), R2
-  and Pearson r of the predicted moments against inverse dynamics.
+- EMG normalisation: each fold divides the EMG envelopes by divisors computed on its training
+  trials only (:func:`musculo.estimators.trials.fold_normalise`: MVC divisors where the subject has
+  MVC trials, else the training trials' peak), so a held-out trial's EMG never shapes its fold; the
+  divisors of each fold are written to ``folds.json``.
+- Torque: per held-out trial and coordinate, RMSE (N m), ``rmse_pct_peak`` (RMSE as % of the
+  peak absolute ID moment of that trial), NRMSE (% of the ID moment's range), R2 and Pearson r of
+  the predicted moments against inverse dynamics. Where the trial has gait events and the
+  coordinate a side (``_r`` / ``_l``), the same metrics over that side's stance and swing frames
+  are rows with metric ``<metric>_stance`` and ``<metric>_swing`` (channel = the coordinate).
 - Leave-one-muscle-out: each measured muscle of the subject's ``hide`` list is hidden from the
   estimator (in fit and predict), together with every muscle fed by the same EMG channel, predicted,
-  and compared with its measured envelope (r, RMSE, VAF).
+  and compared with its measured envelope (r, RMSE, VAF; and over its active frames, where the
+  envelope is at least ``ACTIVE_THRESHOLD``: ``r_active``, ``rmse_active``, ``mean_active`` (mean
+  prediction), ``mean_active_reference`` and ``active_share``). The moments of the fit with the
+  muscle hidden are scored too: quantity ``moment_lomo``, channel ``<coordinate>|<hidden muscle>``.
 
 Rows are long format: ``subject, trial, method, quantity, channel, metric, value`` with
-``quantity`` in ``moment`` (channel = coordinate) or ``excitation`` (channel = hidden muscle).
+``quantity`` in ``moment`` (channel = coordinate), ``excitation`` (channel = hidden muscle) or
+``moment_lomo``. The ``null`` method (:mod:`musculo.estimators.null`) is the floor every method's
+moment RMSE is compared with; ``so`` (static optimisation, fitted to the same ID moments with every
+model muscle) is a consistency check of the OpenSim stages, not a competitor.
 
 Every method goes through :func:`run_evaluation`: the estimator registry
 (:mod:`musculo.estimators.registry`) says how to build it and what it reads.
@@ -31,7 +44,14 @@ from musculo.errors import EstimatorError
 from musculo.estimators import registry
 from musculo.estimators.base import Estimator, Prediction, join_predictions
 from musculo.estimators.calibration import load_calibration
-from musculo.estimators.trials import NO_EMG, NOT_FITTED, hideable_muscles, load_trials, usable_emg
+from musculo.estimators.trials import (
+    NO_EMG,
+    NOT_FITTED,
+    fold_normalise,
+    hideable_muscles,
+    load_trials,
+    usable_emg,
+)
 from musculo.io.atomic import atomic_output
 from musculo.io.tables import EVALUATION_COLUMNS as COLUMNS
 from musculo.io.tables import write_evaluation_table as write_table
@@ -76,28 +96,79 @@ def _r(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+ACTIVE_THRESHOLD = 0.05
+"""Normalised excitation from which a muscle counts as active (hidden-muscle metrics)."""
+MIN_PHASE_FRAMES = 3
+
+
 def moment_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """RMSE, NRMSE (% of reference range), R2 and r of one coordinate's moment time series."""
+    """RMSE (N m), RMSE as % of the peak |reference|, NRMSE (% of reference range), R2 and r of one
+    coordinate's moment time series."""
     p, y = np.asarray(predicted, dtype=float), np.asarray(reference, dtype=float)
     rmse = float(np.sqrt(np.mean((p - y) ** 2)))
     span = float(np.ptp(y))
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     return {
         "rmse": rmse,
+        "rmse_pct_peak": 100.0 * rmse / peak if peak > 0 else float("nan"),
         "nrmse": 100.0 * rmse / span if span > 0 else float("nan"),
         "r2": 1.0 - float(np.sum((p - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan"),
         "r": _r(p, y),
     }
 
 
+def phase_masks(trial: TrialData, coordinate: str) -> dict[str, np.ndarray]:
+    """Stance and swing frames (bool masks) of ``coordinate``'s side in ``trial``.
+
+    The side is the coordinate's suffix (``_r`` right, ``_l`` left); stance runs from a foot strike
+    to the next foot off of that side, swing from a foot off to the next strike (frames before the
+    first event take the phase that event ends). Empty when the coordinate has no side, the trial
+    no events of that side, or a phase fewer than ``MIN_PHASE_FRAMES`` frames.
+    """
+    side = {"_r": "right", "_l": "left"}.get(coordinate[-2:])
+    events = (trial.events or {}).get(side or "", {})
+    marks = sorted([(t, "stance") for t in events.get("strike", [])]
+                   + [(t, "swing") for t in events.get("off", [])])
+    if not side or not marks:
+        return {}
+    state = np.full(trial.n_frames, "swing" if marks[0][1] == "stance" else "stance", dtype=object)
+    for t, phase in marks:
+        state[trial.time >= t] = phase
+    masks = {phase: state == phase for phase in ("stance", "swing")}
+    return {k: v for k, v in masks.items() if int(v.sum()) >= MIN_PHASE_FRAMES}
+
+
+def moment_rows_of(trial: TrialData, coordinate: str, predicted: np.ndarray,
+                   reference: np.ndarray) -> dict[str, float]:
+    """:func:`moment_metrics` of the whole trial plus ``<metric>_stance`` / ``<metric>_swing``."""
+    out = moment_metrics(predicted, reference)
+    for phase, mask in phase_masks(trial, coordinate).items():
+        for k, v in moment_metrics(predicted[mask], reference[mask]).items():
+            if k in ("rmse", "rmse_pct_peak", "r2"):
+                out[f"{k}_{phase}"] = v
+    return out
+
+
 def excitation_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """r, RMSE and VAF (1 - SSE / sum of squared reference) of one muscle's excitation."""
+    """r, RMSE and VAF (1 - SSE / sum of squared reference) of one muscle's excitation, and the same
+    over its active frames (reference >= ``ACTIVE_THRESHOLD``): ``r_active``, ``rmse_active``,
+    ``mean_active`` (mean prediction), ``mean_active_reference`` and ``active_share`` (share of
+    frames active). A target that is never active scores NaN on the active metrics."""
     p, y = np.asarray(predicted, dtype=float), np.asarray(reference, dtype=float)
     denom = float(np.sum(y**2))
+    active = y >= ACTIVE_THRESHOLD
+    n_act = int(active.sum())
+    nan = float("nan")
     return {
         "r": _r(p, y),
         "rmse": float(np.sqrt(np.mean((p - y) ** 2))),
         "vaf": 1.0 - float(np.sum((p - y) ** 2)) / denom if denom > 0 else float("nan"),
+        "r_active": _r(p[active], y[active]) if n_act >= MIN_PHASE_FRAMES else nan,
+        "rmse_active": float(np.sqrt(np.mean((p[active] - y[active]) ** 2))) if n_act else nan,
+        "mean_active": float(np.mean(p[active])) if n_act else nan,
+        "mean_active_reference": float(np.mean(y[active])) if n_act else nan,
+        "active_share": n_act / max(len(y), 1),
     }
 
 
@@ -157,7 +228,13 @@ def evaluate_estimator(
     groups = hidden_groups(hide, channels)
     predictions: dict[str, list[Prediction]] = {}
     hidden_predictions: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    fold_record: list[dict[str, Any]] = []
     for i, (train, test) in enumerate(folds):
+        train, test, divisors = fold_normalise(train, test)
+        fold_record.append({"fold": i, "train": [t.name for t in train], "test": [t.name for t in test],
+                            "emg_divisor": None if divisors is None else {
+                                m: float(d) for m, d in zip(train[0].muscles, divisors, strict=True)
+                                if np.isfinite(d)}})
         est = make_estimator().fit(train, hidden=())
         logger.info("%s %s: fold %d fitted on %s", method, subject, i, [t.name for t in train])
         for trial in test:
@@ -165,7 +242,8 @@ def evaluate_estimator(
             predictions.setdefault(source_trial(trial.name), []).append(pred)
             for j, coord in enumerate(trial.coordinates):
                 rows += _rows(subject, trial.name, method, "moment", coord,
-                              moment_metrics(pred.moments[coord].to_numpy(), trial.id_moment[:, j]))
+                              moment_rows_of(trial, coord, pred.moments[coord].to_numpy(),
+                                             trial.id_moment[:, j]))
         fitted: dict[tuple[str, ...], Estimator] = {}
         for muscle in hide:
             everywhere = [*train, *test]
@@ -185,6 +263,11 @@ def evaluate_estimator(
                 ref = trial.excitation[:, trial.muscles.index(muscle)]
                 rows += _rows(subject, trial.name, method, "excitation", muscle,
                               excitation_metrics(lomo[muscle].to_numpy(), ref))
+                for j, coord in enumerate(trial.coordinates):
+                    rows += _rows(subject, trial.name, method, "moment_lomo", f"{coord}|{muscle}",
+                                  {k: v for k, v in moment_metrics(pred.moments[coord].to_numpy(),
+                                                                   trial.id_moment[:, j]).items()
+                                   if k in ("rmse", "rmse_pct_peak", "r2")})
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     (out / "lomo").mkdir(parents=True, exist_ok=True)
     for name, parts in predictions.items():
@@ -192,6 +275,8 @@ def evaluate_estimator(
     for (muscle, name), tables in hidden_predictions.items():
         joined = pd.concat(sorted(tables, key=lambda t: float(t.index[0])))
         write_sto(out / "lomo" / muscle / f"{name}.excitations.sto", joined, name="excitations")
+    with atomic_output(out / "folds.json") as tmp:
+        tmp.write_text(json.dumps(fold_record, indent=1) + "\n")
     table = pd.DataFrame(rows, columns=COLUMNS)
     write_table(table, out / "evaluation.tsv")
     return table
@@ -258,7 +343,7 @@ def run_evaluation(
     final = registry.build(method, settings, calibration=start) if start else registry.build(method, settings)
     model_dir = out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    final.fit(trials).save(model_dir)
+    final.fit(fold_normalise(trials)[0]).save(model_dir)  # divisors of every trial: the deployable fit
     return table
 
 

@@ -74,6 +74,7 @@ class PhysicsSettings(Section):
 
     SECTION: ClassVar[str] = "physics"
     bounds: dict[str, tuple[float, float]]
+    muscle_bounds: dict[str, dict[str, tuple[float, float]]]
     deactivation_ratio: float
     use_delay: bool
     tau_act: float
@@ -99,6 +100,9 @@ class MSESettings(Section):
     residual_bound: float
     max_iter: int
     calibrate_physics: bool
+    moment_tolerance: float
+    trial_gain: bool
+    trial_gain_bounds: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,33 @@ class NMMSettings(Section):
     residual_bound: float
     threads: int
     start_from_calibration: bool
+    fold_calibration: bool
+
+
+@dataclass(frozen=True)
+class PICNNSettings(Section):
+    """Config section ``picnn``: the physics-informed CNN and its generic-to-personal transfer."""
+
+    SECTION: ClassVar[str] = "picnn"
+    window: int
+    stride: int
+    channels: int
+    kernel_size: int
+    hidden: int
+    dropout: float
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    angle_weight: float
+    force_weight: float
+    physics_weight: float
+    threads: int
+    finetune_epochs: int
+    finetune_learning_rate: float
+    shares: tuple[float, ...]
+    selections: tuple[str, ...]
+    cohorts: dict[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -151,6 +182,64 @@ class EvaluationSettings(Section):
 
 
 @dataclass(frozen=True)
+class AttentionSettings(Section):
+    """Config section ``attention``: the synergy + multi-scale self-attention moment estimator."""
+
+    SECTION: ClassVar[str] = "attention"
+    window: float
+    stride: float
+    max_windows: int
+    batch_size: int
+    epochs: int
+    patience: int
+    val_fraction: float
+    learning_rate: float
+    weight_decay: float
+    kinematics_inputs: bool
+    input_dropout: float
+    threads: int
+    channels: int
+    kernel_size: int
+    scales: tuple[int, ...]
+    heads: int
+    attention_window: float
+    dropout: float
+    activation_tau: float
+    n_synergies: int | None
+    vaf_threshold: float
+    max_synergies: int
+    adversarial: bool
+    adversarial_weight: float
+    discriminator_hidden: int
+
+
+@dataclass(frozen=True)
+class RealtimeSettings(Section):
+    """Config section ``realtime``: the causal multi-task (moments + activity) streaming estimator."""
+
+    SECTION: ClassVar[str] = "realtime"
+    window: float
+    stride: float
+    max_windows: int
+    batch_size: int
+    epochs: int
+    patience: int
+    val_fraction: float
+    learning_rate: float
+    weight_decay: float
+    kinematics_inputs: bool
+    input_dropout: float
+    threads: int
+    channels: int
+    expansion: int
+    kernel_size: int
+    dilations: tuple[int, ...]
+    se_frames: int
+    activity_weight: float
+    chunk: float
+
+
+@dataclass(frozen=True)
 class Settings:
     """The sections the estimators and the evaluation read, plus the whole validated mapping."""
 
@@ -160,6 +249,9 @@ class Settings:
     nmm: NMMSettings
     evaluation: EvaluationSettings
     raw: dict[str, Any]
+    picnn: PICNNSettings
+    attention: AttentionSettings
+    realtime: RealtimeSettings
 
     @classmethod
     def from_config(
@@ -172,11 +264,15 @@ class Settings:
             seed=int(cfg["seed"]), physics=PhysicsSettings.from_config(cfg["physics"]),
             mse=MSESettings.from_config(cfg["mse"]), nmm=NMMSettings.from_config(cfg["nmm"]),
             evaluation=EvaluationSettings.from_config(cfg["evaluation"]), raw=cfg,
+            picnn=PICNNSettings.from_config(cfg["picnn"]),
+            attention=AttentionSettings.from_config(cfg["attention"]),
+            realtime=RealtimeSettings.from_config(cfg["realtime"]),
         )
 
     def section(self, name: str) -> Any:
         """A typed section by name (``physics``, ``mse``, ``nmm``, ``evaluation``) or the raw mapping."""
-        return getattr(self, name) if name in ("physics", "mse", "nmm", "evaluation") else self.raw[name]
+        typed = ("physics", "mse", "nmm", "evaluation", "picnn", "attention", "realtime")
+        return getattr(self, name) if name in typed else self.raw[name]
 
 
 def load_settings(

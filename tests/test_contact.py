@@ -242,3 +242,45 @@ def test_contact_forces_writes_peaks_in_newtons_and_body_weights(tmp_path):
                        summaries=[tmp_path / "t1.json"], mass=0.0, evaluation_out=tmp_path / "e2.tsv",
                        curves_dir=tmp_path / "c2")
     assert not (tmp_path / "e2.tsv").exists()
+
+
+def test_report_draws_contact_forces_and_summary_pools_sides(tmp_path):
+    from musculo.report.contact import contact_figures, summary_columns
+    from musculo.report.summary import summary_table
+
+    t = pd.Index(np.linspace(0.0, 1.2, 121), name="time")
+    bw = 70.0 * G
+    curves = tmp_path / "contact" / "so" / "curves"
+    curves.mkdir(parents=True)
+    knee = bw * (1.0 + 1.5 * np.sin(np.pi * t.to_numpy() / 1.2) ** 2)
+    write_sto(curves / "walk.sto", pd.DataFrame({"knee_r_total": knee, "hip_r": 0.8 * knee}, index=t))
+    (curves / "info.json").write_text(json.dumps(
+        {"body_weight": bw, "published_peak_bw": {"knee_total": [2.0, 3.5]}}))
+    (tmp_path / "walk").mkdir()
+    (tmp_path / "walk" / "events.json").write_text(json.dumps(
+        {"right": {"strike": [0.1, 1.1], "off": [0.7]}, "left": {"strike": [0.6], "off": [0.2]}}))
+    notes, missing = [], []
+    figs = contact_figures(results=tmp_path, subject="s1", trials=["walk", "run"], methods=["so"],
+                           notes=notes, missing=missing)
+    assert [f[0] for f in figs] == ["contact_forces"]
+    fig = figs[0][3]
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["knee_r_total", "hip_r"]
+    assert axes[0].get_xlabel() == "gait cycle (%)"  # one whole right cycle, 0.1-1.1 s
+    line = axes[0].get_lines()[0].get_ydata()
+    grid = np.linspace(0.1, 1.1, 101)
+    np.testing.assert_allclose(line, np.interp(grid, t, knee) / bw, rtol=1e-6)
+    assert len(axes[0].patches) == 1 and not axes[1].patches  # the published band, knee only
+    assert missing == [str(curves / "run.sto")]
+
+    ev = pd.DataFrame([
+        ["s1", "walk", "so", "contact_force", "knee_r_total", "peak_BW", 2.5],
+        ["s1", "walk", "so", "contact_force", "knee_l_total", "peak_BW", 3.5],
+        ["s1", "walk", "so", "contact_force", "knee_l_total", "peak_N", 2000.0],
+        ["s1", "walk", "so", "moment", "knee_angle_r_moment", "rmse", 4.0],
+    ], columns=COLUMNS)
+    assert list(summary_columns(ev).fillna("-")) == [
+        "contact_force knee_total peak_BW", "contact_force knee_total peak_BW", "-", "moment rmse"]
+    table = summary_table(ev)
+    assert table.loc[0, "contact_force knee_total peak_BW"] == pytest.approx(3.0)
+    assert "contact_force knee_total peak_N" not in table.columns

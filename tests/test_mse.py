@@ -7,6 +7,8 @@ import pytest
 
 from musculo.errors import EstimatorError
 from musculo.estimators.mse import MSEEstimator, fit_synergies, synergy_activations, vaf
+from musculo.physics.muscle import per_muscle_bounds
+from musculo.settings import PhysicsSettings
 from musculo.physics.synthetic import synthetic_trials
 
 
@@ -25,7 +27,7 @@ def test_vaf_chooses_number_of_synergies():
 
 def test_mse_extrapolates_unmeasured_muscles_and_moments(tmp_path):
     trials = synthetic_trials(n_trials=3, seed=0)
-    est = MSEEstimator(max_iter=100, magnitude_weight=0.001, seed=0).fit(trials[:2])
+    est = MSEEstimator(max_iter=100, magnitude_weight=0.001, n_synergies=None, seed=0).fit(trials[:2])
     assert est.synergies_.shape[0] == 2 and est.extrapolated_ == ["m4", "m5"]
     pred = est.predict(trials[2])
     truth = trials[2].so_activation
@@ -73,3 +75,41 @@ def test_physics_prior_keeps_calibrated_parameters_near_the_model():
     free, held = change(0.0), change(100.0)
     assert free > 0.2  # the data ask for about 1.5x stronger muscles
     assert held < 0.5 * free
+
+
+def test_synx_defaults_fixed_synergy_count_wide_bounds_stiff_triceps_surae():
+    trials = synthetic_trials(n_trials=2, n_frames=40, seed=0)
+    est = MSEEstimator(max_iter=5, seed=0)
+    assert est.n_synergies in (5, 6)  # fixed, as SynX
+    est.fit(trials)
+    assert est.synergies_.shape[0] == len(est.measured_) == 4  # capped by the measured muscles
+    physics = PhysicsSettings.from_config()
+    assert tuple(physics.bounds["optimal_fiber_length_scale"]) == (0.6, 1.4)
+    assert tuple(physics.bounds["tendon_slack_length_scale"]) == (0.6, 1.4)
+    assert physics.bounds["emg_gain"][0] <= 0.05 and physics.bounds["emg_gain"][1] >= 3.0
+    assert physics.use_delay and "delay" in physics.calibrate and tuple(physics.bounds["delay"]) == (0.0, 0.1)
+    lo, hi = per_muscle_bounds(["soleus_r", "gasmed_r", "lat_gas_l", "bflh_r"],
+                               physics.bounds["tendon_slack_length_scale"],
+                               physics.muscle_bounds["tendon_slack_length_scale"])
+    assert (hi[:3] - lo[:3] <= 0.1).all() and (lo[3], hi[3]) == (0.6, 1.4)
+
+
+def test_moment_tolerance_is_a_dead_band():
+    trials = synthetic_trials(n_trials=2, n_frames=40, seed=0)
+
+    def mean_extrapolated(tolerance: float) -> float:
+        est = MSEEstimator(max_iter=30, n_synergies=2, moment_tolerance=tolerance, seed=0).fit(trials)
+        return float(est.predict(trials[0]).excitations[est.extrapolated_].to_numpy().mean())
+
+    # errors within a huge tolerance cost nothing: only the magnitude penalty is left, so the
+    # extrapolated excitations go to zero; without tolerance they must carry their moments
+    assert mean_extrapolated(1e6) < 1e-3 < mean_extrapolated(0.0)
+
+
+def test_trial_gain_absorbs_amplitude_drift():
+    trials = synthetic_trials(n_trials=3, n_frames=40, seed=0)
+    louder = trials[1].__class__(**{**trials[1].__dict__, "excitation": np.clip(1.6 * trials[1].excitation, 0, 1)})
+    est = MSEEstimator(max_iter=60, n_synergies=2, trial_gain=True, moment_tolerance=0.0, seed=0).fit(
+        [trials[0], louder, trials[2]])
+    gains = est.trial_gains_
+    assert gains[louder.name] < 0.85 * min(gains[trials[0].name], gains[trials[2].name])

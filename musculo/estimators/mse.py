@@ -6,11 +6,20 @@
 2. Each unmeasured muscle that spans a tracked coordinate gets excitation ``clip(H @ w, 0, 1)``
    with non-negative weights ``w`` (k,), optionally plus a constant residual on each measured muscle.
 3. The weights minimise the normalised inverse-dynamics moment tracking error through the physics
-   core (:class:`musculo.physics.muscle.MuscleModel`) plus ``magnitude_weight`` x the mean squared
-   extrapolated excitation (L-BFGS-B, deterministic). Physics parameters fitted jointly
-   (``trainable_physics``) add ``physics["prior_weight"]`` x their mean squared change as a
-   fraction of their bound range, so measured muscles are not made stronger or weaker than the
-   data demand to stand in for the extrapolated ones.
+   core (:class:`musculo.physics.muscle.MuscleModel`), with errors within ``moment_tolerance`` (N m)
+   free (a dead-band, SynX's tracking tolerance), plus ``magnitude_weight`` x the mean squared
+   extrapolated excitation (L-BFGS-B, deterministic). With ``trial_gain`` each training trial gets
+   one EMG gain shared by its channels (bounded by ``trial_gain_bounds``), absorbing trial-to-trial
+   amplitude drift so it does not bias the shared parameters; a new trial uses gain 1.
+   Physics parameters fitted jointly (``trainable_physics``) add ``physics["prior_weight"]`` x
+   their mean squared change as a fraction of their bound range, so measured muscles are not made
+   stronger or weaker than the data demand to stand in for the extrapolated ones.
+
+What still differs from SynX (Ao et al.): the residual excitations are one constant per measured
+muscle (SynX: time-varying); the synergy activations of a new trial come from its EMG by
+non-negative least squares, not optimised with the trial's moments; the tendon is rigid (SynX:
+compliant, with a stiff triceps surae through ``physics.muscle_bounds``); the fit is one joint
+L-BFGS-B problem (SynX: nested calibration then treatment-trial optimisation).
 
 On a new trial the synergy activations come from the trial's measured excitations with the
 synergy vectors fixed (non-negative least squares through scikit-learn), so prediction never uses
@@ -38,7 +47,7 @@ from musculo.estimators.base import Estimator, Prediction, prediction_from_array
 from musculo.estimators.registry import EstimatorSpec
 from musculo.io.atomic import atomic_output
 from musculo.physics.data import MuscleParameters, TrialData
-from musculo.physics.muscle import DTYPE, MuscleModel, model_for, muscle_model, trial_tensors
+from musculo.physics.muscle import DTYPE, Bounded, MuscleModel, model_for, muscle_model, trial_tensors
 from musculo.physics.optim import minimize_lbfgsb
 from musculo.settings import MSESettings, PhysicsSettings, Settings, as_physics
 
@@ -56,13 +65,17 @@ def fit_synergies(
     """NMF synergy vectors (k, n_measured) of stacked excitations (T, n_measured) and their VAF.
 
     With ``n_synergies`` None, k grows from 1 until VAF >= ``vaf_threshold`` (at most
-    ``max_synergies`` and the number of measured muscles).
+    ``max_synergies`` and the number of measured muscles); a fixed ``n_synergies`` above the number
+    of measured muscles is capped to it.
     """
     data = np.clip(np.asarray(excitation, dtype=float), 0.0, None)
     n_meas = data.shape[1]
     if n_meas == 0:
         raise EstimatorError("mse: no measured muscle excitations to extract synergies from; "
                              "check the subject's emg channels")
+    if n_synergies and int(n_synergies) > n_meas:
+        logger.info("mse: %d synergies asked, %d measured muscles: %d synergies", n_synergies, n_meas, n_meas)
+        n_synergies = n_meas
     candidates = [int(n_synergies)] if n_synergies else list(range(1, min(max_synergies, n_meas) + 1))
     best: tuple[np.ndarray, float] | None = None
     for k in candidates:
@@ -106,7 +119,8 @@ class MSEEstimator(Estimator):
             ``physics.calibration_max_iter``).
         **mse: keys of config section ``mse`` overriding its schema defaults (``n_synergies``,
             ``vaf_threshold``, ``max_synergies``, ``magnitude_weight``, ``residuals``,
-            ``residual_bound``, ``max_iter``, ``calibrate_physics``).
+            ``residual_bound``, ``max_iter``, ``calibrate_physics``, ``moment_tolerance``,
+            ``trial_gain``, ``trial_gain_bounds``).
     """
 
     name = "mse"
@@ -188,6 +202,9 @@ class MSEEstimator(Estimator):
         weights = torch.full((len(self.extrapolated_), k), 0.1, dtype=DTYPE, requires_grad=True)
         residual_raw = torch.zeros(len(self.measured_), dtype=DTYPE, requires_grad=self.residuals)
         tensors = [trial_tensors(t) for t in trials]
+        tolerance = float(self.config.moment_tolerance)
+        gains = Bounded(*self.config.trial_gain_bounds, 1.0, (len(trials),)) \
+            if self.config.trial_gain else None
         hs = [torch.as_tensor(synergy_activations(t.excitation[:, midx], self.synergies_), dtype=DTYPE)
               for t in trials]
         uidx = [first.muscles.index(m) for m in self.extrapolated_]
@@ -210,27 +227,34 @@ class MSEEstimator(Estimator):
             residual = self.residual_bound * torch.tanh(residual_raw)
             total = torch.zeros((), dtype=DTYPE)
             mag = torch.zeros((), dtype=DTYPE)
-            for tt, h in zip(tensors, hs, strict=True):
+            for n, (tt, h) in enumerate(zip(tensors, hs, strict=True)):
                 exc = tt.excitation[0].clone()
-                exc[:, midx] = torch.clamp(exc[:, midx] + residual, 0.0, 1.0)
+                meas = exc[:, midx] if gains is None else exc[:, midx] * gains.value[n]
+                exc[:, midx] = torch.clamp(meas + residual, 0.0, 1.0)
                 unm = torch.clamp(h @ weights.T, 0.0, 1.0)
                 exc[:, uidx] = unm
                 out = model(exc[None], tt.mtu_length, tt.mtu_velocity, tt.moment_arm, tt.dt,
                             gain_mask=gain_mask)
-                total = total + (((out.moments - tt.id_moment) / scale) ** 2).sum()
+                err = out.moments - tt.id_moment
+                if tolerance > 0:
+                    err = torch.sign(err) * torch.relu(err.abs() - tolerance)
+                total = total + ((err / scale) ** 2).sum()
                 mag = mag + (unm**2).sum()
             n_unm = max(len(uidx), 1)
             return (total / n_frames / len(self.coordinates_) + self.magnitude_weight * mag / n_frames / n_unm
                     + prior())
 
         physics_params = [p for p in model.parameters() if p.requires_grad]
-        params = [weights, *physics_params] + ([residual_raw] if self.residuals else [])
+        params = [weights, *physics_params] + ([residual_raw] if self.residuals else []) \
+            + ([gains.raw] if gains is not None else [])
         lower = [0.0] + [None] * (len(params) - 1)
         self.fit_info_ = minimize_lbfgsb(loss_fn, params, lower=lower, max_iter=self.max_iter)
         model.requires_grad_(False)
         self.model_ = model
         self.weights_ = weights.detach().numpy().copy()
         self.residual_ = (self.residual_bound * torch.tanh(residual_raw)).detach().numpy().copy()
+        self.trial_gains_ = {} if gains is None else dict(zip(
+            [t.name for t in trials], gains.value.detach().numpy().tolist(), strict=True))
         logger.info("mse: fitted %d weights (k=%d, VAF %.3f), loss %.4g", self.weights_.size, k, self.vaf_,
                     self.fit_info_["loss"])
         return self
@@ -259,6 +283,7 @@ class MSEEstimator(Estimator):
             "weights": {m: w.tolist() for m, w in zip(self.extrapolated_, self.weights_, strict=True)},
             "residuals": dict(zip(self.measured_, self.residual_.tolist(), strict=True)),
             "physics_parameters": self.model_.to_dict(), "fit": self.fit_info_,
+            "trial_gains": getattr(self, "trial_gains_", {}),
             "physics_init": {"params": self._params_arrays()},
         }
 

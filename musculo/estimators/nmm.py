@@ -6,14 +6,20 @@ and outputs an excitation in [0, 1] for every modelled muscle. The excitations o
 stay their EMG; the network's outputs replace the unmeasured ones, and the whole excitation vector
 drives the physics core (:class:`musculo.physics.muscle.MuscleModel`) to joint moments.
 
-With ``output = "synergy"`` (default) the excitations keep the structure of the measured muscles:
+With ``output = "direct"`` (default, as in the NMM paper) the network predicts each unmeasured
+muscle's excitation directly through a sigmoid. With ``output = "synergy"`` (an option) the
+excitations keep the structure of the measured muscles:
 NMF (scikit-learn, as in :mod:`musculo.estimators.mse`) of the training trials' measured
 excitations gives synergy vectors; each frame's synergy activations (non-negative least squares of
 that frame's measured excitations, synergy vectors fixed, :func:`frame_activations`) are network inputs, and a
 :class:`musculo.estimators.networks.SynergyHead` combines them with learned non-negative weights that
 the network modulates over time (kinematics-aware, within ``exp(+-synergy_modulation)``) plus a
-residual bounded by ``residual_bound``. With ``output = "direct"`` the network outputs each
-excitation through a sigmoid.
+residual bounded by ``residual_bound``.
+
+With ``fold_calibration`` the physics starts from a calibration on the fit's own training trials
+(never the subject-wide ``calibration.json``, fitted on held-out trials too); with ``window`` 0 the
+training windows span the shortest training trial (a full cycle of the physics window), taken from
+every training trial.
 
 Training minimises, over windows of the training trials,
 
@@ -50,7 +56,7 @@ from scipy.optimize import nnls
 from musculo import logger
 from musculo.errors import ConfigError, EstimatorError, InputDataError
 from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
-from musculo.estimators.mse import fit_synergies
+from musculo.estimators.mse import MSEEstimator, fit_synergies
 from musculo.estimators.networks import CausalTCN, SynergyHead
 from musculo.estimators.registry import EstimatorSpec
 from musculo.io.atomic import atomic_output
@@ -99,6 +105,7 @@ class NMMConfig:
     residual_bound: float
     threads: int
     start_from_calibration: bool
+    fold_calibration: bool
     seed: int
 
     @classmethod
@@ -403,8 +410,8 @@ def train_nmm(module: NMMModule, trials: Sequence[TrialData], *, cfg: NMMConfig)
     """
     _, _, dt = _check_trials(trials)
     shortest = min(t.n_frames for t in trials)
-    frames = max(2, round(cfg.window / dt))
-    if 2 * frames > shortest:  # at least two windows per trial, so some can be held out
+    frames = max(2, round(cfg.window / dt)) if cfg.window > 0 else shortest  # 0: full training trials
+    if cfg.window > 0 and 2 * frames > shortest:  # at least two windows per trial, so some can be held out
         logger.info("nmm: windows shortened from %d to %d frames (half the shortest training trial)",
                     frames, max(2, shortest // 2))
         frames = max(2, shortest // 2)
@@ -493,9 +500,11 @@ class NMMEstimator(Estimator):
     name: ClassVar[str] = "nmm"
 
     def __init__(self, *, physics: PhysicsSettings | Mapping[str, Any] | None = None,
-                 calibration: Mapping[str, Any] | None = None, seed: int = 0, **hyper: Any):
+                 calibration: Mapping[str, Any] | None = None, seed: int = 0,
+                 mse: Mapping[str, Any] | None = None, **hyper: Any):
         self.physics_config = as_physics(physics)
         self.calibration = calibration
+        self.mse = dict(mse or {})
         self.config = NMMConfig.from_mapping({**hyper, "seed": int(seed)})
         self.module_: NMMModule | None = None
         self.hidden_: list[str] = []
@@ -515,15 +524,34 @@ class NMMEstimator(Estimator):
         if partial:
             logger.warning("nmm: %s lack EMG in some training trials; estimated as unmeasured", partial)
             seen = [t.hide(partial) for t in seen]
+        start = self.calibration
+        if start is None and self.config.fold_calibration:
+            start = self._fold_calibration(seen)
         with _torch_settings(threads=self.config.threads):
-            module = build_module(seen, cfg=self.config, physics=self.physics_config,
-                                  calibration=self.calibration)
+            module = build_module(seen, cfg=self.config, physics=self.physics_config, calibration=start)
             self.training_ = train_nmm(module, seen, cfg=self.config)
         self.module_, self.hidden_, self.dt_ = module, hidden, dt
         self.muscles_, self.coordinates_ = muscles, coords
         logger.info("nmm: fitted on %d trials (hidden %s) in %.1f s, best epoch %d", len(seen), hidden,
                     self.training_.seconds, self.training_.best_epoch)
         return self
+
+    def _fold_calibration(self, trials: Sequence[TrialData]) -> dict[str, Any] | None:
+        """Physics parameters calibrated on this fit's own training trials (``nmm.fold_calibration``).
+
+        An MSE fit (:class:`musculo.estimators.mse.MSEEstimator`, the ``mse`` settings given at
+        construction) with the parameters of ``physics.calibrate`` trainable for
+        ``physics.calibration_max_iter`` iterations, as the subject calibration but on these trials only.
+        """
+        if not any(np.any(t.measured) for t in trials):
+            return None
+        mse = {**self.mse, "max_iter": self.physics_config.calibration_max_iter}
+        est = MSEEstimator(physics=self.physics_config, trainable_physics=list(self.physics_config.calibrate),
+                           seed=self.config.seed, **mse).fit(trials)
+        assert est.model_ is not None
+        logger.info("nmm: physics calibrated on the training trials %s (loss %.4g)", [t.name for t in trials],
+                    est.fit_info_["loss"])
+        return {"parameters": est.model_.to_dict()}
 
     def _fitted(self) -> NMMModule:
         if self.module_ is None:
@@ -646,7 +674,7 @@ def _json_default(obj: Any) -> Any:
 
 def _factory(settings: Settings, *, calibration: Mapping[str, Any] | None = None) -> NMMEstimator:
     return NMMEstimator(physics=settings.physics, calibration=calibration, seed=settings.seed,
-                        **settings.nmm.to_dict())
+                        mse=settings.mse.to_dict(), **settings.nmm.to_dict())
 
 
 SPEC = EstimatorSpec(

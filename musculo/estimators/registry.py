@@ -104,9 +104,9 @@ def _builtins() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from musculo.estimators import mse, nmm, null, so
+    from musculo.estimators import attention, mse, nmm, null, picnn, realtime, so
 
-    for module in (null, so, mse, nmm):
+    for module in (null, so, mse, nmm, picnn, attention, realtime):
         spec: EstimatorSpec = module.SPEC
         _REGISTRY.setdefault(spec.name, spec)
 

@@ -1,4 +1,7 @@
-"""Per-subject quality table: marker errors, ID residuals, SO reserve use (and EMG flags)."""
+"""Per-subject quality table: every check with its value, the limit applied and a PASS/WARN/FAIL verdict.
+
+This table is the one quality verdict of a subject: the report renders it and judges nothing itself.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from musculo.errors import InputDataError
 from musculo.io.atomic import atomic_output
+from musculo.io.events import contact_window
 from musculo.opensim_tools.common import PathLike
 
-COLUMNS = ["subject", "trial", "stage", "quantity", "value", "unit", "limit", "flag"]
+COLUMNS = ["subject", "trial", "stage", "quantity", "value", "unit", "limit", "verdict", "flag"]
+VERDICTS = ("PASS", "WARN", "FAIL", "INFO")
+
+
+def verdict(value: float, limit: float | None) -> str:
+    """PASS when ``value <= limit``, WARN up to twice the limit, FAIL beyond; INFO without a limit."""
+    if limit is None or not math.isfinite(value):
+        return "INFO"
+    if value <= limit:
+        return "PASS"
+    return "WARN" if value <= 2 * limit else "FAIL"
 
 
 def _json(path: PathLike) -> dict[str, Any]:
@@ -27,7 +42,6 @@ def _json(path: PathLike) -> dict[str, Any]:
 def _row(
     subject: str, trial: str, stage: str, quantity: str, value: float, unit: str, limit: float | None = None
 ) -> dict[str, Any]:
-    flagged = limit is not None and math.isfinite(value) and value > limit
     return {
         "subject": subject,
         "trial": trial,
@@ -36,36 +50,83 @@ def _row(
         "value": float(value),
         "unit": unit,
         "limit": math.nan if limit is None else float(limit),
-        "flag": "over_limit" if flagged else "",
+        "verdict": verdict(float(value), limit),
+        "flag": "",
     }
+
+
+def _by_trial(paths: Sequence[PathLike]) -> dict[str, Path]:
+    return {Path(p).parent.name: Path(p) for p in paths}
+
+
+def stance_residuals(
+    residuals: PathLike, id_moments: PathLike, events: PathLike
+) -> dict[str, dict[str, Any]]:
+    """Pelvis residuals over the force-plate contact span of the trial (first strike to last foot off).
+
+    Outside that span a foot may be on the floor off the plates, so inverse dynamics misses a ground
+    reaction and the residuals say nothing about the data's consistency. Returns, per residual
+    coordinate of ``residuals.json``, ``rms`` and ``max_abs`` (N or N m) and ``rms_pct`` (% of body
+    weight for forces, of body weight x height for moments); empty when the trial has no contact span.
+    """
+    from musculo.io.tables import read_sto
+
+    info = _json(residuals)
+    span = contact_window(events)
+    if span is None:
+        return {}
+    table = read_sto(id_moments)
+    time = table.index.to_numpy(dtype=float)
+    keep = (time >= span[0] - 1e-9) & (time <= span[1] + 1e-9)
+    if keep.sum() < 2:
+        return {}
+    weight, height = float(info["body_weight"]), float(info["height"])
+    out = {}
+    for coord, entry in info.get("coordinates", {}).items():
+        if entry.get("column") not in table.columns:
+            continue
+        x = table[entry["column"]].to_numpy(dtype=float)[keep]
+        rms = float(np.sqrt(np.mean(x**2)))
+        scale = weight if entry.get("unit") == "N" else weight * height
+        out[coord] = {"rms": rms, "max_abs": float(np.max(np.abs(x))), "rms_pct": 100.0 * rms / scale,
+                      "unit": entry.get("unit", "")}
+    return out
 
 
 def write_quality_table(
     *,
     subject: str,
     scale_quality: PathLike,
+    output_tsv: PathLike,
+    max_marker_rms: float,
+    max_marker_error: float | None,
+    ik_flag_limit: float,
+    residual_force_pct_limit: float,
+    residual_moment_pct_limit: float,
+    reserve_limit: float,
     ik_errors: Sequence[PathLike] = (),
     id_residuals: Sequence[PathLike] = (),
+    id_moments: Sequence[PathLike] = (),
+    events: Sequence[PathLike] = (),
     so_reserves: Sequence[PathLike] = (),
     emg_quality: Sequence[PathLike] = (),
-    output_tsv: PathLike,
-    max_marker_rms: float = 0.04,
-    ik_flag_limit: float = 0.04,
-    residual_force_pct_limit: float = 5.0,
-    reserve_limit: float = 10.0,
 ) -> pd.DataFrame:
-    """Collect one subject's quality numbers into a long TSV (one row per quantity).
+    """Collect one subject's quality numbers and their verdicts into a long TSV (one row per quantity).
 
-    Per-trial files are named by their trial folder (``results/<s>/<trial>/...``). Rows whose
-    value exceeds its limit are flagged ``over_limit``: scale marker RMS (m), IK frames over
-    ``ik_flag_limit``, pelvis residual forces RMS (% body weight), reserve moments max (N m).
+    Every limit comes from the config section ``opensim`` (``max_marker_rms``, ``max_marker_error``,
+    ``ik_flag_limit``, ``residual_force_pct_limit``, ``residual_moment_pct_limit``,
+    ``reserve_limit``); each row records the limit it was judged against and its verdict
+    (:func:`verdict`), and the report renders these rows as they are. Pelvis residuals are judged
+    over the force-plate contact span (``id_moments`` + ``events`` of the trial, see
+    :func:`stance_residuals`); over the whole window they are listed for information. Per-trial
+    files are named by their trial folder (``results/<s>/<trial>/...``).
     """
     from musculo.io.tables import read_sto
 
     rows: list[dict[str, Any]] = []
     sq = _json(scale_quality)
     rows.append(_row(subject, "", "scale", "marker_rms", sq["marker_rms"], "m", max_marker_rms))
-    rows.append(_row(subject, "", "scale", "marker_max", sq["marker_max"], "m"))
+    rows.append(_row(subject, "", "scale", "marker_max", sq["marker_max"], "m", max_marker_error))
     for seg, factors in sq.get("scale_factors", {}).items():
         rows.append(_row(subject, "", "scale", f"scale_factor:{seg}", max(factors), "1"))
     for path in ik_errors:
@@ -73,67 +134,44 @@ def write_quality_table(
         err = read_sto(path)
         rms = err["marker_error_RMS"].to_numpy(dtype=float)
         mx = err["marker_error_max"].to_numpy(dtype=float)
-        rows.append(_row(subject, trial, "ik", "marker_rms_mean", float(rms.mean()), "m"))
+        rows.append(_row(subject, trial, "ik", "marker_rms_mean", float(rms.mean()), "m", max_marker_rms))
         rows.append(_row(subject, trial, "ik", "marker_max", float(mx.max()), "m", ik_flag_limit))
-        rows.append(
-            _row(subject, trial, "ik", "frames_over_limit", float((mx > ik_flag_limit).sum()), "frames", 0.0)
-        )
+        over = float((mx > ik_flag_limit).sum())
+        rows.append(_row(subject, trial, "ik", "frames_over_limit", over, "frames"))
+    moments, evts = _by_trial(id_moments), _by_trial(events)
     for path in id_residuals:
         trial = Path(path).parent.name
         res = _json(path)
         for coord, entry in res.get("coordinates", {}).items():
             rows.append(_row(subject, trial, "id", f"residual_rms:{coord}", entry["rms"], entry["unit"]))
-            if "rms_pct_bw" in entry:
-                rows.append(
-                    _row(
-                        subject,
-                        trial,
-                        "id",
-                        f"residual_rms_pct_bw:{coord}",
-                        entry["rms_pct_bw"],
-                        "%BW",
-                        residual_force_pct_limit,
-                    )
-                )
+            for key, unit in (("rms_pct_bw", "%BW"), ("rms_pct_bw_height", "%BWxH")):
+                if key in entry:
+                    rows.append(_row(subject, trial, "id", f"window_{key}:{coord}", entry[key], unit))
+        if trial in moments and trial in evts:
+            for coord, st in stance_residuals(path, moments[trial], evts[trial]).items():
+                force = st["unit"] == "N"
+                name = f"stance_rms_pct_{'bw' if force else 'bw_height'}:{coord}"
+                rows.append(_row(subject, trial, "id", name, st["rms_pct"], "%BW" if force else "%BWxH",
+                                 residual_force_pct_limit if force else residual_moment_pct_limit))
     for path in so_reserves:
         trial = Path(path).parent.name
         rep = _json(path)
         for entry in rep.get("actuators", {}).values():
-            limit = reserve_limit if entry.get("kind") == "reserve" else None
-            rows.append(
-                _row(
-                    subject,
-                    trial,
-                    "so",
-                    f"{entry.get('kind')}_max:{entry['coordinate']}",
-                    entry["max_abs"],
-                    "N m" if limit else "N or N m",
-                    limit,
-                )
-            )
-            rows.append(
-                _row(
-                    subject,
-                    trial,
-                    "so",
-                    f"{entry.get('kind')}_rms:{entry['coordinate']}",
-                    entry["rms"],
-                    "N m" if limit else "N or N m",
-                )
-            )
+            reserve = entry.get("kind") == "reserve"
+            unit = "N m" if reserve else "N or N m"
+            rows.append(_row(subject, trial, "so", f"{entry.get('kind')}_max:{entry['coordinate']}",
+                             entry["max_abs"], unit, reserve_limit if reserve else None))
+            rows.append(_row(subject, trial, "so", f"{entry.get('kind')}_rms:{entry['coordinate']}",
+                             entry["rms"], unit))
     for path in emg_quality:
         trial = Path(path).parent.name
         for channel, entry in _json(path).items():
-            flags = entry.get("flags", []) if isinstance(entry, dict) else []
-            row = _row(
-                subject,
-                trial,
-                "emg",
-                f"usable:{channel}",
-                1.0 if (isinstance(entry, dict) and entry.get("use")) else 0.0,
-                "1",
-            )
-            row["flag"] = ";".join(map(str, flags))
+            entry = entry if isinstance(entry, dict) else {}
+            flags = [str(f) for f in entry.get("flags", [])]
+            use = bool(entry.get("use", not flags))
+            row = _row(subject, trial, "emg", f"usable:{channel}", 1.0 if use else 0.0, "1")
+            row["verdict"] = "FAIL" if not use else "WARN" if flags else "PASS"
+            row["flag"] = ";".join(flags)
             rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
     with atomic_output(output_tsv) as tmp:

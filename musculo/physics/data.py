@@ -18,6 +18,7 @@ import pandas as pd
 
 from musculo import logger
 from musculo.errors import InputDataError
+from musculo.io.events import contact_window
 from musculo.io.tables import read_sto
 
 PathLike = str | os.PathLike[str]
@@ -57,6 +58,14 @@ class TrialData:
         measured: (M,) bool, which muscles have an EMG excitation.
         params: the muscles' Hill parameters.
         so_activation: (T, M) OpenSim static-optimisation activations, when available.
+        emg_divisor: (M,) the divisor the EMG stage applied to each measured muscle's envelope
+            (``emg_normalisation.json``; NaN for unmeasured muscles), so that ``excitation *
+            emg_divisor`` is the raw envelope; None when the excitations came normalised from elsewhere.
+        emg_fixed: (M,) bool, measured muscles whose divisor is fixed (MVC trials, never held out);
+            the others are re-normalised per fold on the training trials
+            (:func:`musculo.estimators.trials.fold_normalise`).
+        events: gait events of ``events.json`` ({side: {"strike": [s], "off": [s]}}), when the trial
+            has them (stance and swing metrics of the evaluation).
     """
 
     name: str
@@ -73,6 +82,9 @@ class TrialData:
     measured: np.ndarray
     params: MuscleParameters
     so_activation: np.ndarray | None = field(default=None)
+    emg_divisor: np.ndarray | None = field(default=None)
+    emg_fixed: np.ndarray | None = field(default=None)
+    events: dict[str, dict[str, list[float]]] | None = field(default=None)
 
     @property
     def dt(self) -> float:
@@ -129,11 +141,13 @@ class TrialData:
         """
         idx = self.muscle_index(list(muscles))
         so = None if self.so_activation is None else self.so_activation[:, idx]
+        div = None if self.emg_divisor is None else self.emg_divisor[idx]
+        fixed = None if self.emg_fixed is None else self.emg_fixed[idx]
         return replace(
             self, muscles=[self.muscles[i] for i in idx], mtu_length=self.mtu_length[:, idx],
             mtu_velocity=self.mtu_velocity[:, idx], moment_arm=self.moment_arm[:, idx],
             excitation=self.excitation[:, idx], measured=self.measured[idx], params=self.params.take(idx),
-            so_activation=so,
+            so_activation=so, emg_divisor=div, emg_fixed=fixed,
         )
 
     def window(self, start: float, end: float, *, name: str | None = None) -> TrialData:
@@ -277,25 +291,6 @@ def load_trial(
     )
 
 
-def contact_window(events: PathLike) -> tuple[float, float] | None:
-    """The span from the first foot strike to the last foot off of ``events.json`` (s), if any.
-
-    The events are the force-plate contacts found at import, so inside this span the ground
-    reactions that inverse dynamics needs are measured (outside it a foot may be on the floor off
-    the plates and the inverse-dynamics moments are meaningless).
-    """
-    path = Path(events)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot read the gait events ({exc}); rerun the import stage") from exc
-    strikes = [float(t) for side in data.values() for t in side.get("strike", [])]
-    offs = [float(t) for side in data.values() for t in side.get("off", [])]
-    if not strikes or not offs or max(offs) <= min(strikes):
-        return None
-    return min(strikes), max(offs)
-
-
 WINDOWS = ("all", "contact")
 
 
@@ -321,6 +316,14 @@ def load_trial_dir(
         coordinates=coordinates,
         name=d.name,
     )
+    if (d / "events.json").is_file():
+        try:
+            events = json.loads((d / "events.json").read_text())
+            trial = replace(trial, events={str(side): {k: [float(x) for x in v.get(k, [])]
+                                                       for k in ("strike", "off")}
+                                           for side, v in events.items() if isinstance(v, dict)})
+        except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+            logger.warning("%s: gait events unreadable (%s); no stance/swing metrics", d / "events.json", exc)
     if window == "contact":
         span = contact_window(d / "events.json")
         if span is None:

@@ -15,6 +15,7 @@ unconstrained ``raw``, so gradient steps can never leave the physiological range
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -90,12 +91,14 @@ class PhysicsBounds:
 class Bounded(nn.Module):
     """A tensor parameter kept in [lo, hi] through a sigmoid of an unconstrained ``raw`` tensor."""
 
-    def __init__(self, lo: float, hi: float, init: float | np.ndarray, shape: tuple[int, ...] = ()):
+    def __init__(self, lo: float | np.ndarray, hi: float | np.ndarray, init: float | np.ndarray,
+                 shape: tuple[int, ...] = ()):
         super().__init__()
-        if not lo < hi:
+        lo_a, hi_a = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+        if not np.all(lo_a < hi_a):
             raise EstimatorError(f"bounds [{lo}, {hi}]: lower bound must be below the upper bound")
-        self.register_buffer("lo", torch.tensor(float(lo), dtype=DTYPE))
-        self.register_buffer("hi", torch.tensor(float(hi), dtype=DTYPE))
+        self.register_buffer("lo", torch.as_tensor(lo_a, dtype=DTYPE))
+        self.register_buffer("hi", torch.as_tensor(hi_a, dtype=DTYPE))
         self.raw = nn.Parameter(torch.zeros(shape, dtype=DTYPE))
         self.set(init)
 
@@ -110,6 +113,26 @@ class Bounded(nn.Module):
         v = torch.as_tensor(np.asarray(value, dtype=float), dtype=DTYPE).expand_as(self.raw)
         frac = ((v - self.lo) / (self.hi - self.lo)).clamp(1e-6, 1 - 1e-6)
         self.raw.copy_(torch.logit(frac))
+
+
+def per_muscle_bounds(
+    muscles: Sequence[str], default: tuple[float, float], patterns: Mapping[str, Sequence[float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) arrays (M,): ``default`` for every muscle, overridden by the first pattern of
+    ``patterns`` (regular expression searched in the name, case-insensitive) a muscle matches."""
+    lo = np.full(len(muscles), float(default[0]))
+    hi = np.full(len(muscles), float(default[1]))
+    for i, name in enumerate(muscles):
+        for pattern, (p_lo, p_hi) in patterns.items():
+            try:
+                hit = re.search(pattern, name, flags=re.IGNORECASE)
+            except re.error as exc:
+                raise EstimatorError(
+                    f"physics.muscle_bounds: {pattern!r} is not a regular expression ({exc})") from exc
+            if hit:
+                lo[i], hi[i] = float(p_lo), float(p_hi)
+                break
+    return lo, hi
 
 
 class MuscleOutput(NamedTuple):
@@ -141,6 +164,7 @@ class MuscleModel(nn.Module):
         muscles: list[str],
         *,
         bounds: PhysicsBounds | None = None,
+        muscle_bounds: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
         deactivation_ratio: float = 4.0,
         use_delay: bool = False,
         tau_act: float = 0.015,
@@ -160,10 +184,9 @@ class MuscleModel(nn.Module):
             if arr.shape != (m,):
                 raise EstimatorError(f"muscle parameter {key}: shape {arr.shape}, expected ({m},)")
             self.register_buffer(key, torch.as_tensor(arr, dtype=DTYPE))
-        self.strength_scale = Bounded(*b.strength_scale, 1.0, (m,))
-        self.optimal_fiber_length_scale = Bounded(*b.optimal_fiber_length_scale, 1.0, (m,))
-        self.tendon_slack_length_scale = Bounded(*b.tendon_slack_length_scale, 1.0, (m,))
-        self.emg_gain = Bounded(*b.emg_gain, 1.0, (m,))
+        for key in self.PER_MUSCLE:
+            lo, hi = per_muscle_bounds(self.muscles, getattr(b, key), (muscle_bounds or {}).get(key, {}))
+            setattr(self, key, Bounded(lo, hi, 1.0, (m,)))
         self.tau_act = Bounded(*b.tau_act, tau_act)
         self.shape = Bounded(*b.shape, shape)
         self.delay = Bounded(*b.delay, delay)
@@ -393,7 +416,8 @@ def muscle_model(
     """
     return MuscleModel(
         params, list(muscles), bounds=PhysicsBounds.from_config(physics.bounds),
-        deactivation_ratio=physics.deactivation_ratio, use_delay=physics.use_delay,
+        muscle_bounds=physics.muscle_bounds, deactivation_ratio=physics.deactivation_ratio,
+        use_delay=physics.use_delay,
         tau_act=physics.tau_act, shape=physics.shape, delay=physics.delay,
     )
 

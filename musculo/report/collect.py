@@ -176,133 +176,25 @@ def _kind(key: str) -> str | None:
     return None
 
 
-def quality_items(
-    *,
-    results_dir: Path,
-    trials: Sequence[str],
-    settings: Mapping[str, Any],
-    mass: float | None = None,
-    height: float | None = None,
-) -> tuple[list[QualityItem], list[str]]:
-    """Verdicts on scaling, IK, ID residuals, SO reserves and EMG channels; and missing files.
+def quality_items(quality_tsv: Path) -> list[QualityItem]:
+    """The rows of a subject's ``quality.tsv`` with their verdicts, as they were judged there.
 
-    Limits come from ``settings`` (the report config section); force limits need the body mass,
-    moment limits the mass and height (without them the values are listed as info).
+    The quality stage holds the only limits (config section ``opensim``); the report renders its
+    verdicts and judges nothing itself.
     """
-    items: list[QualityItem] = []
-    missing: list[str] = []
-    weight = mass * GRAVITY if mass else None
-    force_limit = settings["residual_force_fraction"] * weight if weight else None
-    moment_limit = (
-        settings["residual_moment_fraction"] * weight * height if weight and height else None
-    )
-    reserve_limit = (
-        settings["reserve_moment_fraction"] * weight * height if weight and height else None
-    )
-    rms_limit, max_limit = settings["marker_rms_limit"], settings["marker_max_limit"]
-
-    scale = results_dir / "model" / "scale_quality.json"
-    if scale.is_file():
-        n_factors = 0
-        for key, value in flatten_numbers(read_json(scale)):
-            low = key.lower()
-            if "rms" in low:
-                items.append(QualityItem("scaling", key, _fmt(value, "m"), _fmt(rms_limit, "m"),
-                                         verdict(value, rms_limit), str(scale)))
-            elif "max" in low and "marker" in low:
-                items.append(QualityItem("scaling", key, _fmt(value, "m"), _fmt(max_limit, "m"),
-                                         verdict(value, max_limit), str(scale)))
-            else:
-                n_factors += 1
-        if n_factors:
-            items.append(QualityItem("scaling", "other values (scale factors)", str(n_factors),
-                                     "", "info", str(scale)))
-    else:
-        missing.append(str(scale))
-
-    for trial in trials:
-        tdir = results_dir / trial
-        ik = tdir / "ik_marker_errors.sto"
-        if ik.is_file():
-            errors = read_sto(ik)
-            for column, how, limit in (("marker_error_RMS", "mean", rms_limit),
-                                       ("marker_error_max", "max", max_limit)):
-                if column in errors.columns:
-                    value = float(getattr(errors[column], how)())
-                    items.append(QualityItem(
-                        f"IK {trial}", f"{column} ({how} over frames)", _fmt(value, "m"),
-                        _fmt(limit, "m"), verdict(value, limit), str(ik)))
-        else:
-            missing.append(str(ik))
-
-        residuals = tdir / "residuals.json"
-        if residuals.is_file() and isinstance(coords := read_json(residuals).get("coordinates"),
-                                              Mapping):
-            # {coordinate: {unit, rms, max_abs, max_pct_bw | max_pct_bw_height, ...}}
-            for coord, entry in coords.items():
-                force = entry.get("unit") == "N"
-                key = "max_pct_bw" if force else "max_pct_bw_height"
-                if key in entry:
-                    limit = 100 * settings["residual_force_fraction" if force
-                                           else "residual_moment_fraction"]
-                    unit = "% BW" if force else "% BW x height"
-                    value = abs(float(entry[key]))
-                    items.append(QualityItem(f"ID residuals {trial}", f"{coord} peak",
-                                             _fmt(value, unit), _fmt(limit, unit),
-                                             verdict(value, limit), str(residuals)))
-        elif residuals.is_file():
-            for key, value in flatten_numbers(read_json(residuals)):
-                kind = _kind(key)
-                limit = force_limit if kind == "force" else moment_limit if kind else None
-                unit = "N" if kind == "force" else "N m" if kind else ""
-                items.append(QualityItem(f"ID residuals {trial}", key, _fmt(abs(value), unit),
-                                         _fmt(limit, unit), verdict(abs(value), limit),
-                                         str(residuals)))
-        else:
-            missing.append(str(residuals))
-
-        reserves = tdir / "so_reserves.json"
-        if reserves.is_file() and isinstance(acts := read_json(reserves).get("actuators"),
-                                             Mapping):
-            # {actuator: {kind: reserve | residual, coordinate, max_abs, rms}}
-            for name, entry in acts.items():
-                if "max_abs" not in entry:
-                    continue
-                kind = "force" if _kind(str(entry.get("coordinate", name))) == "force" else ""
-                limit = force_limit if kind else reserve_limit
-                unit = "N" if kind else "N m"
-                value = abs(float(entry["max_abs"]))
-                items.append(QualityItem(f"SO {entry.get('kind', 'reserve')}s {trial}",
-                                         f"{entry.get('coordinate', name)} peak",
-                                         _fmt(value, unit), _fmt(limit, unit),
-                                         verdict(value, limit), str(reserves)))
-        elif reserves.is_file():
-            for key, value in flatten_numbers(read_json(reserves)):
-                kind = _kind(key)
-                limit = force_limit if kind == "force" else reserve_limit
-                unit = "N" if kind == "force" else "N m"
-                items.append(QualityItem(f"SO reserves {trial}", key, _fmt(abs(value), unit),
-                                         _fmt(limit, unit), verdict(abs(value), limit),
-                                         str(reserves)))
-        else:
-            missing.append(str(reserves))
-
-        emg = tdir / "emg_quality.json"
-        if emg.is_file():
-            channels = read_json(emg)
-            if not isinstance(channels, Mapping):
-                raise ReportInputError(
-                    f"{emg}: expected a mapping channel label -> {{flags, metrics, use}}; "
-                    "rerun the emg stage")
-            for label, info in channels.items():
-                info = info if isinstance(info, Mapping) else {}
-                flags = [str(f) for f in info.get("flags", [])]
-                use = bool(info.get("use", not flags))
-                state = "fail" if not use else "warn" if flags else "pass"
-                items.append(QualityItem(f"EMG {trial}", str(label),
-                                         ", ".join(flags) or "no flags",
-                                         "used" if use else "excluded", state, str(emg)))
-    return items, missing
+    table = pd.read_csv(quality_tsv, sep="\t", keep_default_na=False)
+    missing = {"verdict", "limit", "value", "unit", "stage", "trial", "quantity"} - set(table.columns)
+    if missing:
+        raise ReportInputError(f"{quality_tsv}: columns {sorted(missing)} missing; rerun the quality rule")
+    items = []
+    for row in table.itertuples(index=False):
+        value = float(row.value) if str(row.value) not in ("", "nan") else None
+        limit = float(row.limit) if str(row.limit) not in ("", "nan") else None
+        group = f"{row.stage} {row.trial}".strip()
+        shown = _fmt(value, str(row.unit)) + (f" ({row.flag})" if getattr(row, "flag", "") else "")
+        items.append(QualityItem(group, str(row.quantity), shown, _fmt(limit, str(row.unit)),
+                                 str(row.verdict).lower(), str(quality_tsv)))
+    return items
 
 
 def inputs_checksums(path: Path) -> list[tuple[str, str]]:

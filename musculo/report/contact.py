@@ -84,7 +84,7 @@ def contact_figure(
         stem, side = channel_stem(channel)
         xlabel = "time (s)"
         for k, (method, per_trial) in enumerate(curves.items()):
-            colour = COLOURS[(k + 1) % len(COLOURS)]
+            colour = COLOURS[0] if method == "truth" else COLOURS[(k + 1) % len(COLOURS)]
             # one kind of phase for all trials: whole cycles when every trial has one, else stance
             found = {}
             for trial, table in per_trial.items():
@@ -156,8 +156,9 @@ def contact_figures(
     if not root.is_dir():
         missing.append(str(root))
         return []
-    found = sorted(p.parent.name for p in root.glob("*/curves/info.json"))
-    order = [m for m in methods if m in found] + [m for m in found if m not in methods]
+    found = sorted(p.parent.parent.name for p in root.glob("*/curves/info.json"))
+    order = [m for m in ("truth", *methods) if m in found]
+    order += [m for m in found if m not in order]
     curves: dict[str, dict[str, pd.DataFrame]] = {}
     body_weight, bands = None, {}
     for method in order:

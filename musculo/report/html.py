@@ -254,17 +254,14 @@ def build_subject_report(
 
     # -- data quality
     qual = Section("quality", "Data quality",
-                   "Verdicts: pass within the limit, warn up to twice the limit, fail beyond; "
-                   "limits are set in the report section of the configuration.")
-    items, missing = quality_items(results_dir=results, trials=trials, settings=settings,
-                                   mass=mass, height=height)
-    qual.missing += missing
-    if mass is None:
-        qual.notes.append("No subject file given: residual and reserve values have no limit.")
+                   "Verdicts from quality.tsv: pass within the limit, warn up to twice the limit, fail "
+                   "beyond; the limits are set in the opensim section of the configuration.")
     quality_path = Path(quality)
     quality_table = None
+    items: list[QualityItem] = []
     if quality_path.is_file():
         quality_table = pd.read_csv(quality_path, sep="\t", keep_default_na=False)
+        items = quality_items(quality_path)
     else:
         qual.missing.append(str(quality_path))
     sections.append(qual)

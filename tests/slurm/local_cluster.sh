@@ -135,6 +135,11 @@ start() {
 
 stop() {
   local f pid
+  # Cancel what still runs on this test cluster, so that no job step outlives its slurmd.
+  if alive "$DIR/slurmctld.pid"; then
+    squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
+    for _ in $(seq 50); do [[ -z "$(squeue -h -o %i 2>/dev/null)" ]] && break; sleep 0.2; done
+  fi
   for f in slurmd slurmctld munged; do
     if alive "$DIR/$f.pid"; then
       pid="$(cat "$DIR/$f.pid")"

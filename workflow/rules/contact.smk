@@ -1,36 +1,14 @@
 """Joint contact forces from each method's muscle forces (OpenSim JointReaction + musculo.contact)."""
 
+from musculo.contact import contact_methods, method_forces_file, method_forces_input
+
 CONTACT = config["contact"]
-
-
-def contact_methods(s):
-    """Methods whose contact forces are computed for subject s (EMG-driven ones need EMG)."""
-    return [m for m in CONTACT["methods"] if m == "so" or subject(s).emg_channels]
-
-
-def method_forces(s, method, trial):
-    """A method's muscle forces of one trial: OpenSim SO's so_force.sto (every actuator) for so,
-    else the estimator's predictions/<trial>.forces.sto (written by rule estimate)."""
-    if method == "so":
-        return res(s, trial, "so_force.sto")
-    return res(s, method, "predictions", f"{trial}.forces.sto")
-
-
-def method_output(s, method, trial):
-    """What the joint reaction of a method waits for: the forces file, or the estimator's predictions folder."""
-    if method == "so":
-        return method_forces(s, method, trial)
-    return res(s, method, "predictions")
-
-
-def contact_evaluations(s):
-    """Every contact evaluation table of subject s (one per method)."""
-    return [res(s, "contact", m, "evaluation.tsv") for m in contact_methods(s)]
-
-
-def contact_targets():
-    """Contact outputs of every valid subject (part of the default target)."""
-    return [p for s in VALID_SUBJECTS for p in contact_evaluations(s)]
+# every valid subject's contact tables (one per method), part of the default target
+CONTACT_TARGETS = [
+    res(s, "contact", m, "evaluation.tsv")
+    for s in VALID_SUBJECTS
+    for m in contact_methods(CONTACT["methods"], has_emg=bool(subject(s).emg_channels))
+]
 
 
 rule joint_reaction:
@@ -40,7 +18,7 @@ rule joint_reaction:
         mot=res("{subject}", "{trial}", "ik.mot"),
         loads=res("{subject}", "{trial}", "external_loads.xml"),
         grf=res("{subject}", "{trial}", "grf.mot"),
-        forces=lambda w: method_output(w.subject, w.method, w.trial),
+        forces=lambda w: method_forces_input(w.subject, w.method, w.trial),
         so_forces=res("{subject}", "{trial}", "so_force.sto"),
     output:
         sto=res("{subject}", "contact", "{method}", "{trial}.reactions.sto"),
@@ -51,7 +29,7 @@ rule joint_reaction:
     wildcard_constraints:
         method="[A-Za-z0-9_]+",
     params:
-        forces_sto=lambda w: method_forces(w.subject, w.method, w.trial),
+        forces_sto=lambda w: method_forces_file(w.subject, w.method, w.trial),
         joints=CONTACT["joints"],
         sides=CONTACT["sides"],
         lowpass_hz=OS["lowpass_hz"],

@@ -156,21 +156,29 @@ rule muscle_analysis:
 
 
 rule quality:
-    """Per-subject quality table: marker errors, residuals, reserve use."""
+    """Per-subject quality table: every check with its value, limit and PASS/WARN/FAIL verdict."""
     input:
         scale=res("{subject}", "model", "scale_quality.json"),
         ik=lambda w: [res(w.subject, t, "ik_marker_errors.sto") for t in dynamic_trials(w.subject)],
         id=lambda w: [res(w.subject, t, "residuals.json") for t in dynamic_trials(w.subject)],
+        id_moments=lambda w: [res(w.subject, t, "id.sto") for t in dynamic_trials(w.subject)],
+        events=lambda w: [res(w.subject, t, "events.json") for t in dynamic_trials(w.subject)],
         so=lambda w: [res(w.subject, t, "so_reserves.json") for t in dynamic_trials(w.subject)],
-        ma=lambda w: [res(w.subject, t, "muscle_analysis.npz") for t in dynamic_trials(w.subject)],
+        emg=lambda w: (
+            [res(w.subject, t, "emg_quality.json") for t in dynamic_trials(w.subject)]
+            if subject(w.subject).emg_channels
+            else []
+        ),
     output:
         tsv=res("{subject}", "quality.tsv"),
     log:
         "results/logs/{subject}/quality/quality.log",
     params:
         max_marker_rms=scfg_param("opensim", "max_marker_rms"),
+        max_marker_error=scfg_param("opensim", "max_marker_error"),
         ik_flag_limit=scfg_param("opensim", "ik_flag_limit"),
         residual_force_pct_limit=scfg_param("opensim", "residual_force_pct_limit"),
+        residual_moment_pct_limit=scfg_param("opensim", "residual_moment_pct_limit"),
         reserve_limit=scfg_param("opensim", "reserve_limit"),
     conda:
         "../envs/musculo.yaml"

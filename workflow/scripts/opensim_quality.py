@@ -1,3 +1,5 @@
+"""Snakemake shim: the subject's quality table with verdicts."""
+
 from musculo.log import job_logging
 from musculo.opensim_tools.quality import write_quality_table
 
@@ -7,7 +9,10 @@ with job_logging(snakemake.log[0]):
         scale_quality=snakemake.input.scale,
         ik_errors=list(snakemake.input.ik),
         id_residuals=list(snakemake.input.id),
+        id_moments=list(snakemake.input.id_moments),
+        events=list(snakemake.input.events),
         so_reserves=list(snakemake.input.so),
+        emg_quality=list(snakemake.input.emg),
         output_tsv=snakemake.output.tsv,
         **snakemake.params,
     )
