@@ -42,6 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
@@ -59,11 +60,15 @@ def run_tool(tool: str, kwargs: dict[str, Any], work: Path) -> tuple[float, floa
         "sys.exit(status)\n"
     )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - t0
     payload = json.loads(result.read_text()) if result.is_file() else {}
     if proc.returncode != 0 or "result" not in payload:
-        raise RuntimeError(f"{tool} failed ({proc.returncode}): {payload.get('message', proc.stderr[-2000:])}")
+        raise RuntimeError(
+            f"{tool} failed ({proc.returncode}): {payload.get('message', proc.stderr[-2000:])}"
+        )
     return wall, float(rss.read_text()) / 1024.0, payload["result"]
 
 
@@ -99,50 +104,100 @@ def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, An
         },
         out,
     )
-    rows = [{"subject": sid, "trial": "(all)", "stage": "path_fit", "frames": fit["fit_frames"],
-             "fast_s": fit_s, "fast_mb": fit_mb, "muscles": fit["muscles"]}]
+    rows = [
+        {
+            "subject": sid,
+            "trial": "(all)",
+            "stage": "path_fit",
+            "frames": fit["fit_frames"],
+            "fast_s": fit_s,
+            "fast_mb": fit_mb,
+            "muscles": fit["muscles"],
+        }
+    ]
     for trial, mot in zip(trials, mots, strict=True):
         window = trial_window(subject=subject, trial=trial, default=os_cfg["time_range"])
-        common = {"model": model, "coordinates_mot": mot, "time_range": window, "max_frames": os_cfg["max_frames"],
-                  "lowpass_hz": os_cfg["lowpass_hz"]}
+        common = {
+            "model": model,
+            "coordinates_mot": mot,
+            "time_range": window,
+            "max_frames": os_cfg["max_frames"],
+            "lowpass_hz": os_cfg["lowpass_hz"],
+        }
         t_dir = out / trial
         t_dir.mkdir()
         ma = {}
         for tool, tag in (("muscle_analysis", "os"), ("muscle_analysis_polynomial", "fast")):
             extra = {"paths": str(out / "paths.json")} if tag == "fast" else {}
-            ma[tag] = run_tool(tool, {**common, **extra, "output_npz": str(t_dir / f"{tag}.npz"),
-                                      "sto_dir": str(t_dir / f"{tag}_ma"),
-                                      "setup_out": str(t_dir / f"{tag}_ma.xml")}, t_dir)
+            ma[tag] = run_tool(
+                tool,
+                {
+                    **common,
+                    **extra,
+                    "output_npz": str(t_dir / f"{tag}.npz"),
+                    "sto_dir": str(t_dir / f"{tag}_ma"),
+                    "setup_out": str(t_dir / f"{tag}_ma.xml"),
+                },
+                t_dir,
+            )
         a, b = np.load(t_dir / "fast.npz"), np.load(t_dir / "os.npz")
         muscles, coords = [str(m) for m in a["muscles"]], [str(c) for c in a["coordinates"]]
         len_rms = np.sqrt(np.mean((a["mtu_length"] - b["mtu_length"]) ** 2, axis=0))
         arm_rms = np.sqrt(np.mean((a["moment_arm"] - b["moment_arm"]) ** 2, axis=0))
         lm, (am, ac) = int(np.argmax(len_rms)), np.unravel_index(np.argmax(arm_rms), arm_rms.shape)
         frames = int(a["time"].size)
-        rows.append({"subject": sid, "trial": trial, "stage": "muscle_analysis", "frames": frames,
-                     "opensim_s": ma["os"][0], "opensim_mb": ma["os"][1], "fast_s": ma["fast"][0],
-                     "fast_mb": ma["fast"][1],
-                     "accuracy": f"len {1e3 * len_rms[lm]:.3f} mm ({muscles[lm]}); "
-                                 f"arm {1e3 * arm_rms[am, ac]:.3f} mm ({muscles[am]}/{coords[ac]})"})
-        so_common = {**common, "external_loads_xml": str(res / trial / "external_loads.xml"),
-                     "reserve_optimal_force": os_cfg["reserve_optimal_force"],
-                     "residual_optimal_force": os_cfg["residual_optimal_force"]}
+        rows.append(
+            {
+                "subject": sid,
+                "trial": trial,
+                "stage": "muscle_analysis",
+                "frames": frames,
+                "opensim_s": ma["os"][0],
+                "opensim_mb": ma["os"][1],
+                "fast_s": ma["fast"][0],
+                "fast_mb": ma["fast"][1],
+                "accuracy": f"len {1e3 * len_rms[lm]:.3f} mm ({muscles[lm]}); "
+                f"arm {1e3 * arm_rms[am, ac]:.3f} mm ({muscles[am]}/{coords[ac]})",
+            }
+        )
+        so_common = {
+            **common,
+            "external_loads_xml": str(res / trial / "external_loads.xml"),
+            "reserve_optimal_force": os_cfg["reserve_optimal_force"],
+            "residual_optimal_force": os_cfg["residual_optimal_force"],
+        }
         so = {}
         for tool, tag in (("so", "os"), ("so_batched", "fast")):
             extra = {"paths": str(out / "paths.json"), "inverse_dynamics": str(res / trial / "id.sto")}
-            so[tag] = run_tool(tool, {**so_common, **(extra if tag == "fast" else {}),
-                                      "activation_out": str(t_dir / f"{tag}_act.sto"),
-                                      "force_out": str(t_dir / f"{tag}_force.sto"),
-                                      "setup_out": str(t_dir / f"{tag}_so.xml"),
-                                      "reserves_out": str(t_dir / f"{tag}_res.json")}, t_dir)
+            so[tag] = run_tool(
+                tool,
+                {
+                    **so_common,
+                    **(extra if tag == "fast" else {}),
+                    "activation_out": str(t_dir / f"{tag}_act.sto"),
+                    "force_out": str(t_dir / f"{tag}_force.sto"),
+                    "setup_out": str(t_dir / f"{tag}_so.xml"),
+                    "reserves_out": str(t_dir / f"{tag}_res.json"),
+                },
+                t_dir,
+            )
         fa, fb = read_sto(t_dir / "fast_act.sto"), read_sto(t_dir / "os_act.sto")
         cols = [c for c in fb.columns if not c.startswith(("reserve_", "residual_")) and c in muscles]
         act_rms = np.sqrt(np.mean((fa[cols].to_numpy() - fb[cols].to_numpy()) ** 2, axis=0))
         k = int(np.argmax(act_rms))
-        rows.append({"subject": sid, "trial": trial, "stage": "static_optimization", "frames": len(fb),
-                     "opensim_s": so["os"][0], "opensim_mb": so["os"][1], "fast_s": so["fast"][0],
-                     "fast_mb": so["fast"][1],
-                     "accuracy": f"act {act_rms[k]:.4f} ({cols[k]}), mean {act_rms.mean():.4f}"})
+        rows.append(
+            {
+                "subject": sid,
+                "trial": trial,
+                "stage": "static_optimization",
+                "frames": len(fb),
+                "opensim_s": so["os"][0],
+                "opensim_mb": so["os"][1],
+                "fast_s": so["fast"][0],
+                "fast_mb": so["fast"][1],
+                "accuracy": f"act {act_rms[k]:.4f} ({cols[k]}), mean {act_rms.mean():.4f}",
+            }
+        )
     return rows
 
 
@@ -153,29 +208,39 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if r["stage"] == "muscle_analysis":
             frames_per_subject[r["subject"]] = frames_per_subject.get(r["subject"], 0) + r["frames"]
-    head = (f"{'stage':20s} {'subject':20s} {'trial':10s} {'frames':>6s} {'OpenSim ms/fr':>13s} "
-            f"{'fast ms/fr':>10s} {'speedup':>8s} {'speedup+fit':>11s} {'OpenSim MB':>10s} {'fast MB':>8s}  accuracy")
+    head = (
+        f"{'stage':20s} {'subject':20s} {'trial':10s} {'frames':>6s} {'OpenSim ms/fr':>13s} "
+        f"{'fast ms/fr':>10s} {'speedup':>8s} {'speedup+fit':>11s} {'OpenSim MB':>10s} {'fast MB':>8s}"
+        "  accuracy"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         if r["stage"] == "path_fit":
-            print(f"{'path_fit':20s} {r['subject']:20s} {'(subject)':10s} {r['frames']:6d} {'':>13s} "
-                  f"{'':>10s} {'':>8s} {'':>11s} {'':>10s} {r['fast_mb']:8.0f}  {r['fast_s']:.1f} s for "
-                  f"{r['muscles']} muscles")
+            print(
+                f"{'path_fit':20s} {r['subject']:20s} {'(subject)':10s} {r['frames']:6d} {'':>13s} "
+                f"{'':>10s} {'':>8s} {'':>11s} {'':>10s} {r['fast_mb']:8.0f}  {r['fast_s']:.1f} s for "
+                f"{r['muscles']} muscles"
+            )
             continue
         os_ms, fast_ms = 1e3 * r["opensim_s"] / r["frames"], 1e3 * r["fast_s"] / r["frames"]
         # the subject's fit cost shared over every frame of its trials, counted once per stage pair
         fit_ms = 1e3 * fits[r["subject"]]["fast_s"] / max(frames_per_subject[r["subject"]], 1) / 2
-        print(f"{r['stage']:20s} {r['subject']:20s} {r['trial']:10s} {r['frames']:6d} {os_ms:13.2f} "
-              f"{fast_ms:10.2f} {os_ms / fast_ms:8.1f} {os_ms / (fast_ms + fit_ms):11.1f} "
-              f"{r['opensim_mb']:10.0f} {r['fast_mb']:8.0f}  {r['accuracy']}")
+        print(
+            f"{r['stage']:20s} {r['subject']:20s} {r['trial']:10s} {r['frames']:6d} {os_ms:13.2f} "
+            f"{fast_ms:10.2f} {os_ms / fast_ms:8.1f} {os_ms / (fast_ms + fit_ms):11.1f} "
+            f"{r['opensim_mb']:10.0f} {r['fast_mb']:8.0f}  {r['accuracy']}"
+        )
     for stage in ("muscle_analysis", "static_optimization"):
         sel = [r for r in rows if r["stage"] == stage]
         if sel:
             os_s, fast_s = sum(r["opensim_s"] for r in sel), sum(r["fast_s"] for r in sel)
             n = sum(r["frames"] for r in sel)
-            print(f"{stage}: all trials {1e3 * os_s / n:.2f} vs {1e3 * fast_s / n:.2f} ms/frame "
-                  f"(x{os_s / fast_s:.1f}); peak MB max {max(max(r['opensim_mb'], r['fast_mb']) for r in sel):.0f}")
+            print(
+                f"{stage}: all trials {1e3 * os_s / n:.2f} vs {1e3 * fast_s / n:.2f} ms/frame "
+                f"(x{os_s / fast_s:.1f}); peak MB max "
+                f"{max(max(r['opensim_mb'], r['fast_mb']) for r in sel):.0f}"
+            )
 
 
 def cohort(methods: list[str], cores: list[int], overlays: list[str]) -> None:
@@ -188,15 +253,22 @@ def cohort(methods: list[str], cores: list[int], overlays: list[str]) -> None:
                 shutil.copytree(REPO, dst, ignore=ignore, symlinks=True)
                 extra = []
                 if method == "opensim":
-                    (dst / "opensim_tools.yaml").write_text("opensim:\n  ma_method: opensim\n  so_method: opensim\n")
+                    text = "opensim:\n  ma_method: opensim\n  so_method: opensim\n"
+                    (dst / "opensim_tools.yaml").write_text(text)
                     extra = ["opensim_tools.yaml"]
                 files = [*overlays, *extra]
                 cmd = [sys.executable, "-m", "snakemake", "--cores", str(n), "--keep-going"]
                 if files:
                     cmd += ["--configfile", *files]
                 t0 = time.perf_counter()
-                proc = subprocess.run(cmd, cwd=dst, env={**_env(), "PYTHONPATH": str(dst)},
-                                      capture_output=True, text=True, check=False)
+                proc = subprocess.run(
+                    cmd,
+                    cwd=dst,
+                    env={**_env(), "PYTHONPATH": str(dst)},
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 wall = time.perf_counter() - t0
                 status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
                 print(f"cohort {method:8s} --cores {n}: {wall / 60:.1f} min ({status})", flush=True)
@@ -206,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the tables."""
     from musculo.config import load_config
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--subjects", nargs="+", default=["biomechzoo-HC002D"])
     parser.add_argument("--overlay", nargs="*", default=[], help="config overlays (e.g. config/ci.yaml)")
     parser.add_argument("--cohort", action="store_true", help="also time the whole demo cohort")

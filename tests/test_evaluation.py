@@ -24,8 +24,82 @@ def test_metrics():
     assert m["rmse"] == pytest.approx(1.0) and m["r"] == pytest.approx(1.0)
     assert m["nrmse"] == pytest.approx(100 / np.ptp(y))
     assert m["r2"] == pytest.approx(1 - 100 / np.sum((y - y.mean()) ** 2))
+    assert m["rmse_pct_peak"] == pytest.approx(100 / np.max(np.abs(y)))
     e = excitation_metrics(0.5 * np.abs(y), np.abs(y))
     assert e["r"] == pytest.approx(1.0) and e["vaf"] == pytest.approx(0.75)
+    # active-period metrics: only frames where the reference is at least ACTIVE_THRESHOLD count
+    ref = np.r_[np.zeros(50), np.full(50, 0.5)]
+    pred = np.r_[np.full(50, 0.3), np.linspace(0.4, 0.6, 50)]
+    e = excitation_metrics(pred, ref)
+    assert e["active_share"] == pytest.approx(0.5) and e["mean_active"] == pytest.approx(0.5)
+    assert e["mean_active_reference"] == pytest.approx(0.5)
+    assert e["rmse_active"] == pytest.approx(np.sqrt(np.mean((pred[50:] - 0.5) ** 2)))
+    silent = excitation_metrics(pred, np.zeros(100))  # a silent target: no active-period score
+    assert np.isnan(silent["r_active"]) and silent["active_share"] == 0.0
+
+
+def test_stance_and_swing_rows_from_gait_events():
+    from dataclasses import replace
+
+    from musculo.evaluation import moment_rows_of, phase_masks
+
+    trial = synthetic_trials(n_trials=1, n_frames=100)[0]
+    t = trial.time
+    trial = replace(trial, events={"right": {"strike": [float(t[10])], "off": [float(t[60])]}})
+    masks = phase_masks(trial, "knee_angle_r")
+    assert masks["stance"].sum() == 50 and masks["swing"].sum() == 50  # frames 0-9 are the swing before
+    assert phase_masks(trial, "knee_angle_l") == {} and phase_masks(trial, "pelvis_tilt") == {}
+    y = np.sin(np.linspace(0, 6, 100)) * 10
+    p = y.copy()
+    p[masks["swing"]] += 2.0  # errors only in swing
+    rows = moment_rows_of(trial, "knee_angle_r", p, y)
+    assert rows["rmse_stance"] == pytest.approx(0.0) and rows["rmse_swing"] == pytest.approx(2.0)
+    assert {"rmse", "rmse_pct_peak", "r2", "r2_stance", "rmse_pct_peak_swing"} <= set(rows)
+
+
+def test_held_out_emg_never_shapes_its_fold(tmp_path):
+    """Changing a held-out trial's EMG leaves its fold's normalisation and fitted model unchanged,
+    although the EMG stage's subject-wide divisor (peak over every walk) changes."""
+    import json
+    from dataclasses import replace
+
+    from musculo.estimators.mse import MSEEstimator
+    from musculo.estimators.trials import fold_normalise, load_trials
+    from musculo.io.tables import read_sto
+
+    trials = synthetic_trials(n_trials=3, n_frames=50, n_muscles=7, n_unmeasured=2, seed=3)
+    subject = SUBSET(tmp_path)
+    raw = [0.8 * t.excitation for t in trials]  # envelopes before normalisation (arbitrary units)
+
+    def stage(name, envelopes):
+        """The EMG stage's output: emg.sto divided by the peak over every trial, and its record."""
+        peak = np.max([e.max(axis=0) for e in envelopes], axis=0)
+        data = tmp_path / name / "results"
+        dirs = [write_trial_dir(replace(t, excitation=e / np.where(peak > 0, peak, 1.0)), data / t.name)
+                for t, e in zip(trials, envelopes, strict=True)]
+        record = {f"c{i}": {"divisor": float(peak[i]), "method": "peak", "trials": [t.name for t in trials]}
+                  for i in range(4)}
+        (data / "emg_normalisation.json").write_text(json.dumps(record))
+        return load_trials(subject, dirs, settings=settings(), muscle_set="subject"), dirs
+
+    loud = list(raw)
+    loud[2] = 3.0 * raw[2]  # the held-out trial3, three times louder
+    runs = [stage("a", raw), stage("b", loud)]
+    # not vacuous: the stage's subject-wide normalisation of the training trials did change
+    assert not np.allclose(read_sto(runs[0][1][0] / "emg.sto").to_numpy(),
+                           read_sto(runs[1][1][0] / "emg.sto").to_numpy())
+    results = []
+    for loaded, _ in runs:
+        folds = make_folds(loaded, n_folds=3)
+        train, test = next(f for f in folds if [t.name for t in f[1]] == ["trial3"])
+        train, test, divisors = fold_normalise(train, test)
+        est = MSEEstimator(n_synergies=2, max_iter=10, seed=0).fit(train)
+        results.append((divisors, [t.excitation for t in train], est.predict(train[0]).moments.to_numpy()))
+    (div_a, exc_a, pred_a), (div_b, exc_b, pred_b) = results
+    np.testing.assert_allclose(div_a, div_b, rtol=1e-6)
+    for a, b in zip(exc_a, exc_b, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(pred_a, pred_b, rtol=1e-5, atol=1e-5)
 
 
 def test_folds_hold_each_trial_out_once():
@@ -66,9 +140,15 @@ def test_protocol_rows_files_and_determinism(tmp_path):
         moments = rows[rows["quantity"] == "moment"]
         assert set(moments["trial"]) == {"trial1", "trial2", "trial3"}
         assert set(moments["channel"]) == {"hip", "knee"}
-        assert set(moments["metric"]) == {"rmse", "nrmse", "r2", "r"}
+        assert set(moments["metric"]) == {"rmse", "rmse_pct_peak", "nrmse", "r2", "r"}
         lomo = rows[rows["quantity"] == "excitation"]
-        assert set(lomo["channel"]) == {"m1"} and set(lomo["metric"]) == {"r", "rmse", "vaf"}
+        assert set(lomo["channel"]) == {"m1"} and set(lomo["metric"]) == {
+            "r", "rmse", "vaf", "r_active", "rmse_active", "mean_active", "mean_active_reference",
+            "active_share"}
+        hidden_moments = rows[rows["quantity"] == "moment_lomo"]  # moments while m1 is hidden
+        assert set(hidden_moments["channel"]) == {"hip|m1", "knee|m1"}
+        assert set(hidden_moments["metric"]) == {"rmse", "rmse_pct_peak", "r2"}
+        assert (out / method / "folds.json").is_file()
         assert (out / method / "lomo" / "m1" / "trial2.excitations.sto").is_file()
         assert (out / method / "predictions" / "trial3.moments.sto").is_file()
         assert (out / method / "predictions" / "trial3.forces.sto").is_file()

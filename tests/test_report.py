@@ -538,3 +538,22 @@ def test_gait_cycle_normalisation_follows_events() -> None:
     assert with_cycles.axes[0].get_xlabel() == "gait cycle (%)"
     assert with_cycles.axes[0].lines[0].get_xdata()[-1] == 100.0
     assert without.axes[0].get_xlabel() == "time (s)"
+
+
+def test_sources_share_one_axis_unit() -> None:
+    """A source covering no full cycle (SO on a short window) never puts seconds on a cycle axis."""
+    from musculo.report.figures import overlay_figure
+
+    time = np.round(np.arange(0.0, 1.5001, 0.01), 4)
+    long = pd.DataFrame({"a": np.sin(time)}, index=pd.Index(time, name="time"))
+    short = long.loc[0.2:0.6]  # inside one cycle only
+    events = {"right": {"strike": [0.1, 0.75, 1.4]}}
+    fig = overlay_figure(sources={"EMG": long, "SO": short}, columns=["a"], ylabel="x", title="t",
+                         events=events)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "time (s)"  # the common span holds no full cycle: time for both
+    assert all(line.get_xdata().max() <= 1.5 for line in ax.lines) and len(ax.lines) == 2
+    both = overlay_figure(sources={"EMG": long, "SO": long.loc[0.05:1.45]}, columns=["a"], ylabel="x",
+                          title="t", events=events)
+    assert both.axes[0].get_xlabel() == "gait cycle (%)"
+    assert all(line.get_xdata().max() == 100.0 for line in both.axes[0].lines)

@@ -123,7 +123,7 @@ def test_job_larger_than_node_fails_clearly(slurm_cluster: dict[str, int], tmp_p
     too_much = 2 * slurm_cluster["mem_mb"]
     status, seconds, text = _snakemake(
         work,
-        [*_slurm_args(slurm_cluster), "--set-resources", f"{rule}:mem_mb={too_much}", rule],
+        [*_slurm_args(slurm_cluster), "--set-resources", f"{rule}:mem_mb={too_much}", "--", rule],
         tmp_path / "too_large.log",
     )
     assert status not in (124, 137), f"snakemake hung on a job larger than the node ({seconds:.0f} s)"

@@ -279,7 +279,8 @@ def losses(net: PICNNNet, norm: Normaliser, batch: SubjectTensors, cfg: PICNNSet
     force = ((((f - batch.f) / fmax) / norm.f_scale) ** 2).mean()
     phys = physics_loss(f, q, batch.tau, batch.coef[batch.subject], batch.tau_scale[batch.subject])
     total = cfg.angle_weight * angle + cfg.force_weight * force + cfg.physics_weight * phys
-    return total, {"angle": float(angle), "force": float(force), "physics": float(phys)}
+    return total, {"angle": float(angle.detach()), "force": float(force.detach()),
+                   "physics": float(phys.detach())}
 
 
 def train(net: PICNNNet, norm: Normaliser, data: SubjectTensors, cfg: PICNNSettings, *, epochs: int,

@@ -470,7 +470,10 @@ def run_polynomial_muscle_analysis(
         "q": kin["q"][:, cidx],
         "qdot": kin["qdot"][:, cidx],
     }
-    assert set(payload) == set(NPZ_KEYS)
+    if set(payload) != set(NPZ_KEYS):
+        raise OutputCheckError(
+            f"muscle analysis (polynomial paths): keys {sorted(payload)} are not {NPZ_KEYS}"
+        )
     for key, value in payload.items():
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise OutputCheckError(f"muscle analysis (polynomial paths): non-finite values in {key}")
@@ -539,17 +542,23 @@ def muscle_kinematics(
     ``qdot`` (T, C), ``mtu_length``, ``mtu_velocity`` (T, M) and ``moment_arm`` (T, M, C).
     """
     free = free_coordinates(model)
-    needed = [c for c in paths.coordinates if c not in free]
-    if needed:
+    known = {model.getCoordinateSet().get(i).getName() for i in range(model.getNumCoordinates())}
+    unknown = [c for c in paths.coordinates if c not in known]
+    if unknown:
         raise InputDataError(
-            f"fitted paths depend on coordinates {needed} that are not free in the model; "
-            "rerun path_fit on this model"
+            f"fitted paths depend on coordinates {unknown} that the model lacks; rerun path_fit on this model"
         )
     times, values = coordinate_table(model=model, coordinates_mot=coordinates_mot, coordinates=free)
     time, q, qdot = filtered_kinematics(
         times=times, values=values, lowpass_hz=lowpass_hz, start=start, end=end
     )
-    length, arms = paths.evaluate(q=q, coordinates=free, muscles=muscles)
+    # a path may depend on a locked coordinate (e.g. subtalar in some models): it keeps its value
+    fixed = [c for c in paths.coordinates if c not in free]
+    state = model.initSystem() if fixed else None
+    held = [model.getCoordinateSet().get(c).getValue(state) for c in fixed]
+    q_all = np.column_stack([q, np.tile(held, (len(time), 1))]) if fixed else q
+    length, arms = paths.evaluate(q=q_all, coordinates=[*free, *fixed], muscles=muscles)
+    arms = arms[:, :, : len(free)]
     velocity = -np.einsum("tmc,tc->tm", arms, qdot)
     return {
         "time": time,

@@ -72,18 +72,19 @@ def overlay_figure(
 ) -> Figure:
     """One panel per column, one line per source (e.g. measured vs each estimator).
 
-    Sources lacking a column are left out of that panel. With ``events`` holding at least two foot
-    strikes of ``side`` inside the first source's time range, the x axis is the gait cycle (%)
-    and each source is drawn as the mean over cycles with a +/- 1 SD band; otherwise it is time (s).
+    Sources lacking a column are left out of that panel. With ``events`` holding a complete gait
+    cycle of ``side`` inside the time span that every source covers, the x axis is the gait cycle
+    (%) for every source, each drawn as the mean over those cycles with a +/- 1 SD band; otherwise
+    every source is drawn against time (s). One axis for all: a source never mixes seconds into a
+    gait-cycle axis.
     """
     if not sources:
         raise ValueError("overlay_figure needs at least one source table")
     if not columns:
         raise ValueError("overlay_figure needs at least one column to plot")
-    first = next(iter(sources.values()))
-    cycles = gait_cycles(
-        events, side=side, start=float(first.index.min()), end=float(first.index.max())
-    )
+    start = max(float(t.index.min()) for t in sources.values())
+    end = min(float(t.index.max()) for t in sources.values())
+    cycles = gait_cycles(events, side=side, start=start, end=end) if start < end else []
     rows, cols = _grid(len(columns), ncols)
     fig = Figure(figsize=(3.4 * cols, 2.5 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -99,7 +100,9 @@ def overlay_figure(
             usable = [
                 c for c in cycles if series.index.min() <= c[0] and c[1] <= series.index.max()
             ]
-            if cycles and usable:
+            if cycles and not usable:
+                continue  # gaps in this source's column: it cannot be drawn on the cycle axis
+            if cycles:
                 data = cycle_normalise(series, usable, points=points)[:, :, 0]
                 mean = data.mean(axis=0)
                 ax.plot(pct, mean, color=colour, lw=1.4, label=name)

@@ -8,6 +8,11 @@ rule emg_envelope:
         quality="results/{subject}/{trial}/emg_quality.json",
     log:
         "results/logs/{subject}/emg_envelope/{trial}.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    group:
+        "prepare"
     conda:
         "../envs/musculo.yaml"
     params:
@@ -34,6 +39,11 @@ rule emg_normalise:
         res("{subject}", "emg_normalisation.json"),
     log:
         "results/logs/{subject}/emg_normalise/emg_normalise.log",
+    resources:
+        mem_mb=500,
+        runtime=10,
+    group:
+        "prepare"
     conda:
         "../envs/musculo.yaml"
     params:
@@ -53,6 +63,11 @@ rule emg_excitations:
         "results/{subject}/{trial}/emg.sto",
     log:
         "results/logs/{subject}/emg_excitations/{trial}.log",
+    resources:
+        mem_mb=500,
+        runtime=10,
+    group:
+        "prepare"
     conda:
         "../envs/musculo.yaml"
     script:

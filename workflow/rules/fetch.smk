@@ -7,6 +7,11 @@ rule fetch:
         res("{subject}", "inputs.json"),
     log:
         "results/logs/{subject}/fetch.log",
+    resources:
+        mem_mb=500,
+        runtime=10,
+    group:
+        "prepare"
     conda:
         "../envs/musculo.yaml"
     params:

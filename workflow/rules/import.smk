@@ -7,6 +7,11 @@ rule import_static:
         markers="results/{subject}/{trial}/markers.trc",
     log:
         "results/logs/{subject}/import_static/{trial}.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    group:
+        "prepare"
     wildcard_constraints:
         trial=import_static_names(),
     conda:
@@ -35,6 +40,11 @@ rule import_trial:
         emg="results/{subject}/{trial}/emg_raw.npz",
     log:
         "results/logs/{subject}/import_trial/{trial}.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    group:
+        "prepare"
     wildcard_constraints:
         trial=f"(?!(?:{import_static_names()})/)[A-Za-z0-9_.-]+",
     conda:

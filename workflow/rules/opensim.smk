@@ -16,6 +16,11 @@ rule scale:
         quality=res("{subject}", "model", "scale_quality.json"),
     log:
         "results/logs/{subject}/scale/scale.log",
+    resources:
+        mem_mb=1000,
+        runtime=15,
+    group:
+        "opensim"
     params:
         mass=lambda w: subject(w.subject).mass,
         height=lambda w: subject(w.subject).height,
@@ -44,6 +49,11 @@ rule ik:
         errors=res("{subject}", "{trial}", "ik_marker_errors.sto"),
     log:
         "results/logs/{subject}/ik/{trial}.log",
+    resources:
+        mem_mb=1000,
+        runtime=20,
+    group:
+        "opensim"
     params:
         time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
         max_frames=scfg_param("opensim", "max_frames"),
@@ -69,6 +79,11 @@ rule id:
         residuals=res("{subject}", "{trial}", "residuals.json"),
     log:
         "results/logs/{subject}/id/{trial}.log",
+    resources:
+        mem_mb=1000,
+        runtime=20,
+    group:
+        "opensim"
     params:
         lowpass_hz=scfg_param("opensim", "lowpass_hz"),
         time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
@@ -119,6 +134,11 @@ rule so:
         reserves=res("{subject}", "{trial}", "so_reserves.json"),
     log:
         "results/logs/{subject}/so/{trial}.log",
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    group:
+        "opensim"
     params:
         method=OS["so_method"],
         reserve_optimal_force=OS["reserve_optimal_force"],
@@ -144,6 +164,11 @@ rule muscle_analysis:
         setup=res("{subject}", "{trial}", "ma_setup.xml"),
     log:
         "results/logs/{subject}/muscle_analysis/{trial}.log",
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    group:
+        "opensim"
     params:
         lowpass_hz=scfg_param("opensim", "lowpass_hz"),
         time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
@@ -173,6 +198,11 @@ rule quality:
         tsv=res("{subject}", "quality.tsv"),
     log:
         "results/logs/{subject}/quality/quality.log",
+    resources:
+        mem_mb=500,
+        runtime=10,
+    group:
+        "opensim"
     params:
         max_marker_rms=scfg_param("opensim", "max_marker_rms"),
         max_marker_error=scfg_param("opensim", "max_marker_error"),

@@ -20,6 +20,11 @@ rule report:
         ),
     log:
         "results/logs/{subject}/report/report.log",
+    resources:
+        mem_mb=1000,
+        runtime=15,
+    group:
+        "finish"
     conda:
         "../envs/musculo.yaml"
     params:
@@ -47,6 +52,9 @@ rule summary:
         ),
     log:
         "results/logs/summary/summary.log",
+    resources:
+        mem_mb=1000,
+        runtime=15,
     conda:
         "../envs/musculo.yaml"
     params:

@@ -18,6 +18,9 @@ for _twin in twin_subjects():
             truth=f"subjects/{_twin}/truth.npz",
         log:
             f"results/logs/{_twin}/twin_generate/twin_generate.log",
+        resources:
+            mem_mb=1500,
+            runtime=30,
         conda:
             "../envs/musculo.yaml"
         params:
@@ -44,6 +47,11 @@ rule twin_truth:
         evaluation="results/{subject}/truth/evaluation.tsv",
     log:
         "results/logs/{subject}/twin_truth/twin_truth.log",
+    resources:
+        mem_mb=1000,
+        runtime=15,
+    group:
+        "finish"
     conda:
         "../envs/musculo.yaml"
     params:

@@ -1,0 +1,64 @@
+"""Resume after a kill: a run stopped by SIGINT or SIGKILL at several points, rerun with
+``--rerun-incomplete``, ends with the same ``evaluation.tsv`` and ``quality.tsv`` as an
+uninterrupted run (the session's CI workflow run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+SUBJECT = "gait2354-subject01"  # one walk, no EMG: the cheapest full subject
+TARGETS = [f"results/{SUBJECT}/evaluation.tsv", f"results/{SUBJECT}/quality.tsv"]
+
+
+def _workdir(tmp_path: Path) -> Path:
+    for name in ("Snakefile", "workflow", "config", "subjects"):
+        os.symlink(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def _snakemake(cwd: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/ci.yaml",
+           "--config", f"subjects=[{SUBJECT}]", *extra, *TARGETS]
+    return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _kill_when(cwd: Path, marker: str, sig: signal.Signals, timeout: float = 600) -> None:
+    """Start a run and send ``sig`` to its whole process group once ``marker`` exists."""
+    proc = _snakemake(cwd)
+    deadline = time.monotonic() + timeout
+    while not (cwd / marker).exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out = proc.communicate()[0]
+            pytest.fail(f"the run ended before {marker} appeared:\n{out[-3000:]}")
+        time.sleep(0.2)
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:  # the run had just finished
+        pass
+    proc.communicate(timeout=120)
+
+
+@pytest.mark.workflow
+def test_killed_runs_resume_to_the_uninterrupted_result(workflow_run, tmp_path):
+    cwd = _workdir(tmp_path)
+    # SIGINT once the import is done, SIGKILL while the OpenSim stages run, SIGKILL during estimation
+    _kill_when(cwd, f"results/{SUBJECT}/walk1/markers.trc", signal.SIGINT)
+    _kill_when(cwd, f"results/{SUBJECT}/walk1/ik.mot", signal.SIGKILL)
+    _kill_when(cwd, f"results/{SUBJECT}/walk1/muscle_analysis.npz", signal.SIGKILL)
+    subprocess.run([sys.executable, "-m", "snakemake", "--unlock", *TARGETS], cwd=cwd, check=True,
+                   capture_output=True)
+    proc = _snakemake(cwd, "--rerun-incomplete")
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out[-4000:]
+    for target in TARGETS:
+        assert (cwd / target).read_bytes() == (workflow_run.parent / target).read_bytes(), target
