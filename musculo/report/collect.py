@@ -124,11 +124,55 @@ def method_order(found: Sequence[str], preferred: Sequence[str]) -> list[str]:
 def metric_direction(metric: str, settings: Mapping[str, Any]) -> int:
     """-1 when smaller is better, +1 when larger is better, 0 when unknown."""
     name = metric.strip().lower()
+    for suffix in ("_stance", "_swing", "_active", "_pct_peak"):  # rmse_pct_peak_swing -> rmse
+        name = name.removesuffix(suffix)
     if name in {m.lower() for m in settings["lower_is_better"]}:
         return -1
     if name in {m.lower() for m in settings["higher_is_better"]}:
         return 1
     return 0
+
+
+# ---------------------------------------------------------------- the null floor
+
+NULL_METHOD = "null"
+ROLES = {"null": "floor (training-mean moments)", "so": "consistency check (fitted to the same moments)"}
+
+
+def null_floor_table(evaluation: pd.DataFrame) -> pd.DataFrame:
+    """Per subject and method: does it beat the ``null`` floor on held-out moment RMSE?
+
+    Columns: ``subject``, ``method``, ``role`` (``null`` is the floor; ``so``, static optimisation
+    fitted to the same inverse-dynamics moments with every model muscle, is a consistency check,
+    not a competitor; the others are estimators), ``rmse`` and ``null_rmse`` (N m, mean over held-out
+    trials and coordinates), ``median_r2`` (median over trials and coordinates),
+    ``coordinates_beaten`` (``k/n``: coordinates whose mean RMSE is below the null's) and ``verdict``
+    (``yes`` every coordinate, ``partly``, ``no``, or ``no null floor``).
+    """
+    cols = ["subject", "method", "role", "rmse", "null_rmse", "median_r2", "coordinates_beaten", "verdict"]
+    if evaluation.empty:
+        return pd.DataFrame(columns=cols)
+    moments = evaluation[evaluation["quantity"] == "moment"]
+    rmse = moments[moments["metric"] == "rmse"].groupby(["subject", "method", "channel"], sort=False)[
+        "value"].mean()
+    r2 = moments[moments["metric"] == "r2"].groupby(["subject", "method"], sort=False)["value"].median()
+    rows = []
+    for (subject, method), per_coord in rmse.groupby(level=[0, 1], sort=False):
+        per_coord = per_coord.droplevel([0, 1])
+        floor = rmse.get((subject, NULL_METHOD))
+        row = {"subject": subject, "method": method, "role": ROLES.get(method, "estimator"),
+               "rmse": float(per_coord.mean()), "median_r2": float(r2.get((subject, method), math.nan)),
+               "null_rmse": math.nan, "coordinates_beaten": "", "verdict": "no null floor"}
+        if method == NULL_METHOD:
+            row["verdict"] = "the floor"
+        elif floor is not None and len(floor):
+            common = [c for c in per_coord.index if c in floor.index]
+            beaten = sum(bool(per_coord[c] < floor[c]) for c in common)
+            row["null_rmse"] = float(floor[common].mean()) if common else math.nan
+            row["coordinates_beaten"] = f"{beaten}/{len(common)}"
+            row["verdict"] = "yes" if common and beaten == len(common) else ("partly" if beaten else "no")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
 
 
 # ---------------------------------------------------------------- quality verdicts
