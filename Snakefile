@@ -28,6 +28,8 @@ include: "workflow/rules/estimate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/twin.smk"
 include: "workflow/rules/contact.smk"
+include: "workflow/rules/cohort_attention.smk"
+include: "workflow/rules/cohort_picnn.smk"
 
 
 rule all:

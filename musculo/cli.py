@@ -86,6 +86,54 @@ def _subject_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from musculo.estimators.attention import AttentionEstimator
+    from musculo.estimators.nmm import NMMEstimator
+    from musculo.estimators.realtime import RealtimeEstimator
+    from musculo.estimators.trials import load_trials
+    from musculo.io.atomic import atomic_output
+    from musculo.settings import load_settings
+    from musculo.stream import latency_summary, replay
+    from musculo.subject import load_subject
+
+    model = Path(args.model)
+    if (model / "state.json").is_file():
+        method = json.loads((model / "state.json").read_text()).get("method")
+        classes = {"attention": AttentionEstimator, "realtime": RealtimeEstimator}
+        if method not in classes:
+            raise MusculoError(f"{model}/state.json: method {method!r} does not stream (attention, realtime)")
+        estimator = classes[method].load(model)
+    else:
+        estimator = NMMEstimator.load(model)
+    subject = load_subject(args.subject)
+    settings = load_settings(args.configfile[0], args.configfile[1:], overrides=subject.config_overrides)
+    trial = load_trials(subject, [args.trial], settings=settings)[0]
+    chunk = args.chunk if args.chunk else settings.realtime.chunk
+    rows, latencies = [], []
+    for est in replay(estimator, trial, chunk=chunk, history=args.history, realtime=args.realtime):
+        latencies.append(est.latency)
+        for i, t in enumerate(est.time):
+            rows.append({"time": t, **dict(zip(est.coordinates, est.moments[i], strict=True)),
+                         **({"activity": est.activity[i]} if est.activity else {})})
+        if not args.quiet:
+            act = f" {est.activity[-1]}" if est.activity else ""
+            vals = " ".join(f"{c}={v:.1f}" for c, v in zip(est.coordinates, est.moments[-1], strict=True))
+            print(f"t={est.time[-1]:.3f}s {vals}{act} ({est.latency * 1e3:.2f} ms)")
+    summary = latency_summary(latencies)
+    print(f"{len(latencies)} chunks of {chunk:g} s: latency median {summary['median_ms']:.3f} ms, "
+          f"p95 {summary['p95_ms']:.3f} ms, max {summary['max_ms']:.3f} ms")
+    if args.output:
+        with atomic_output(Path(args.output)) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        print(f"estimates written to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``musculo`` command."""
     parser = argparse.ArgumentParser(prog="musculo", description=__doc__)
@@ -136,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="subject id (default: the folder name)")
     p.add_argument("--force", action="store_true", help="overwrite an existing subject.yaml")
     p.set_defaults(func=_subject_init)
+
+    p = sub.add_parser("stream", help="replay a processed trial chunk by chunk into a fitted causal estimator")
+    p.add_argument("--model", required=True, help="results/<s>/<method>/model of realtime, attention or nmm")
+    p.add_argument("--subject", required=True, help="subjects/<id> (or its subject.yaml)")
+    p.add_argument("--trial", required=True, help="processed trial folder results/<s>/<trial>")
+    p.add_argument("--configfile", nargs="+", default=["config/config.yaml"],
+                   help="config file and overlays (e.g. config/config.yaml config/ci.yaml)")
+    p.add_argument("--chunk", type=float, default=None, help="s per chunk (default: config realtime.chunk)")
+    p.add_argument("--history", type=float, default=1.0,
+                   help="s of history predicted with each chunk by estimators without a streaming state")
+    p.add_argument("--realtime", action="store_true", help="feed chunks at the recorded pace")
+    p.add_argument("--output", help="write every frame's estimates to this TSV")
+    p.add_argument("--quiet", action="store_true", help="print only the latency summary")
+    p.set_defaults(func=_stream)
     return parser
 
 

@@ -172,14 +172,59 @@ def intercondylar_distances(
     return out
 
 
+def stance_windows(
+    events: Mapping[str, Any] | None, *, start: float, end: float
+) -> dict[str, list[tuple[float, float]]]:
+    """``{"r": [...], "l": [...]}``: each side's stance phases on a force plate inside ``[start, end]``.
+
+    From ``events.json`` (``{"right": {"strike": [...], "off": [...]}, "left": ...}``): each strike
+    to the next foot off of that side (or to ``end``), and ``start`` to the first foot off when the
+    side's first event is a foot off (the foot was down when the window began). A side without any
+    event (feet that never leave the plates, or no events) gets the whole window.
+    """
+    out: dict[str, list[tuple[float, float]]] = {}
+    for side, name in (("r", "right"), ("l", "left")):
+        record = (events or {}).get(name) or {}
+        strikes = sorted(float(t) for t in record.get("strike", []) or [])
+        offs = sorted(float(t) for t in record.get("off", []) or [])
+        if not strikes and not offs:
+            out[side] = [(start, end)]
+            continue
+        spans = []
+        if offs and (not strikes or offs[0] < strikes[0]):
+            spans.append((start, offs[0]))
+        for a in strikes:
+            b = next((t for t in offs if t > a), end)
+            spans.append((a, b))
+        out[side] = [(max(a, start), min(b, end)) for a, b in spans if min(b, end) > max(a, start)]
+    return out
+
+
 def peak_rows(
-    channels: pd.DataFrame, *, subject: str, trial: str, method: str, body_weight: float
+    channels: pd.DataFrame,
+    *,
+    subject: str,
+    trial: str,
+    method: str,
+    body_weight: float,
+    windows: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """``peak_N`` and ``peak_BW`` of every channel (the largest value over the window)."""
+    """``peak_N`` and ``peak_BW`` of every channel: its largest value, within the stance phases of
+    its side when ``windows`` (from :func:`stance_windows`) is given; a channel whose side has no
+    stance phase in the window gets no row."""
     rows = []
+    t = channels.index.to_numpy(dtype=float)
     for channel in channels.columns:
         values = channels[channel].to_numpy(dtype=float)
-        peak = float(np.nanmax(values)) if np.isfinite(values).any() else float("nan")
+        if windows is not None:
+            side = channel.split("_")[1] if channel.count("_") >= 1 else ""
+            inside = np.zeros(len(t), dtype=bool)
+            for a, b in windows.get(side, [(t[0], t[-1])]):
+                inside |= (t >= a - 1e-9) & (t <= b + 1e-9)
+            values = values[inside]
+        if not np.isfinite(values).any():
+            continue
+        peak = float(np.nanmax(values))
         for metric, value in (("peak_N", peak), ("peak_BW", peak / body_weight)):
             rows.append({"subject": subject, "trial": trial, "method": method, "quantity": QUANTITY,
                          "channel": channel, "metric": metric, "value": value})
@@ -232,6 +277,7 @@ def contact_forces(
     intercondylar_distance: float = NOMINAL_INTERCONDYLAR_DISTANCE,
     truth_dir: str | os.PathLike[str] | None = None,
     published_peak_bw: Mapping[str, Sequence[float]] | None = None,
+    events: Sequence[str | os.PathLike[str]] | None = None,
 ) -> pd.DataFrame:
     """Contact forces of one method over a subject's trials: curves and ``evaluation.tsv`` rows.
 
@@ -252,6 +298,9 @@ def contact_forces(
             given, RMSE rows are added for the trials it has.
         published_peak_bw: ranges of published walking peaks (BW) per channel stem, kept in the
             curves' ``info.json`` for the report.
+        events: each trial's ``events.json``; peaks are then taken within the stance phases of
+            each channel's side (see :func:`stance_windows`), which leaves out spans off the force
+            plates, where the ground reaction is unknown and the reactions meaningless.
     """
     if not (len(trials) == len(reactions) == len(summaries)):
         raise ContactForceError(
@@ -264,13 +313,21 @@ def contact_forces(
     distances = intercondylar_distances(scale_quality, nominal=intercondylar_distance)
     rows: list[dict[str, Any]] = []
     curves: dict[str, pd.DataFrame] = {}
-    for trial, reaction, summary in zip(trials, reactions, summaries, strict=True):
+    if events is not None and len(events) != len(trials):
+        raise ContactForceError(f"{subject} {method}: {len(trials)} trials but {len(events)} events files")
+    for k, (trial, reaction, summary) in enumerate(zip(trials, reactions, summaries, strict=True)):
         info = json.loads(Path(summary).read_text())
         channels = contact_channels(
             read_sto(reaction), joints=info["joints"], intercondylar_distance=distances, source=reaction
         )
         curves[trial] = channels
-        rows += peak_rows(channels, subject=subject, trial=trial, method=method, body_weight=body_weight)
+        windows = None
+        if events is not None:
+            t = channels.index.to_numpy(dtype=float)
+            record = json.loads(Path(events[k]).read_text())
+            windows = stance_windows(record, start=float(t[0]), end=float(t[-1]))
+        rows += peak_rows(channels, subject=subject, trial=trial, method=method, body_weight=body_weight,
+                          windows=windows)
         if truth_dir is not None and (Path(truth_dir) / f"{trial}.sto").is_file():
             truth = read_sto(Path(truth_dir) / f"{trial}.sto")
             rows += error_rows(channels, truth, subject=subject, trial=trial, method=method,

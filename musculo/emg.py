@@ -3,7 +3,11 @@
 Envelope: band-pass (zero-phase Butterworth; the upper edge capped at 0.95 x Nyquist), full-wave
 rectification, zero-phase low-pass, optional electromechanical delay, then linear interpolation
 onto the marker (kinematics) time base. Normalisation: to the MVC trials when the subject has them,
-otherwise to the per-subject peak over all dynamic trials; the divisor is saved.
+otherwise to the per-subject peak over all dynamic trials; the divisor is saved. That subject-wide
+divisor serves the deployable fit and the reports only: the held-out evaluation divides each fold's
+envelopes by divisors from that fold's training trials (MVC trials, never held out, or the training
+peak; :func:`musculo.estimators.trials.fold_normalise`), so no held-out peak leaks into a fold. The
+remaining amplitude mismatch is absorbed by the calibrated EMG gain (``physics.bounds.emg_gain``).
 """
 
 from __future__ import annotations
@@ -157,7 +161,11 @@ def normalise_emg(
     **_: Any,
 ) -> dict[str, Any]:
     """Divisor of each EMG channel: its peak envelope in the MVC trials that hold it, else over all
-    dynamic trials (``trials`` and ``envelopes`` in the same order). Writes ``output_json``."""
+    dynamic trials (``trials`` and ``envelopes`` in the same order). Writes ``output_json``.
+
+    ``method`` ``mvc`` divisors are kept by every evaluation fold; ``peak`` divisors (which include
+    every walk) are replaced per fold by the training trials' peak (see the module docstring).
+    """
     subject = load_subject(subject_file)
     role = {t.name: t.role for t in subject.trials}
     mvc_map = subject.raw.get("emg", {}).get("mvc_channels", {})

@@ -164,6 +164,7 @@ class PICNNSettings(Section):
     physics_weight: float
     threads: int
     finetune_epochs: int
+    finetune_min_steps: int
     finetune_learning_rate: float
     shares: tuple[float, ...]
     selections: tuple[str, ...]

@@ -284,3 +284,22 @@ def test_report_draws_contact_forces_and_summary_pools_sides(tmp_path):
     table = summary_table(ev)
     assert table.loc[0, "contact_force knee_total peak_BW"] == pytest.approx(3.0)
     assert "contact_force knee_total peak_N" not in table.columns
+
+
+def test_peaks_are_taken_within_each_sides_stance():
+    from musculo.contact import peak_rows, stance_windows
+
+    events = {"right": {"strike": [0.5], "off": [1.1]}, "left": {"strike": [1.0], "off": [0.2]}}
+    windows = stance_windows(events, start=0.0, end=1.5)
+    assert windows == {"r": [(0.5, 1.1)], "l": [(0.0, 0.2), (1.0, 1.5)]}
+    assert stance_windows(None, start=0.0, end=1.0) == {"r": [(0.0, 1.0)], "l": [(0.0, 1.0)]}
+    t = pd.Index(np.round(np.linspace(0.0, 1.5, 151), 6), name="time")
+    off_plate = np.where((t > 0.25) & (t < 0.45), 9000.0, 0.0)  # a spike while no foot is on a plate
+    channels = pd.DataFrame({"knee_r_total": off_plate + 1000.0 * (t > 0.6),
+                             "hip_l": off_plate + 700.0 * (t > 1.2)}, index=t)
+    rows = peak_rows(channels, subject="s", trial="w", method="so", body_weight=700.0, windows=windows)
+    peaks = {(r["channel"], r["metric"]): r["value"] for r in rows}
+    assert peaks[("knee_r_total", "peak_N")] == pytest.approx(1000.0)
+    assert peaks[("hip_l", "peak_BW")] == pytest.approx(1.0)
+    whole = peak_rows(channels, subject="s", trial="w", method="so", body_weight=700.0)
+    assert max(r["value"] for r in whole if r["metric"] == "peak_N") == pytest.approx(9000.0)

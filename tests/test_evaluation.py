@@ -311,3 +311,23 @@ def test_single_trial_predictions_are_joined_per_trial(tmp_path):
     assert sorted(set(table["trial"])) == [f"{trial.name}@{i}" for i in range(3)]
     joined = read_sto(tmp_path / "null" / "predictions" / f"{trial.name}.moments.sto")
     assert len(joined) == 90 and joined.index.is_monotonic_increasing
+
+
+def test_null_floor_verdicts_per_subject_and_method():
+    from musculo.report.collect import null_floor_table
+
+    rows = []
+    for method, base in (("null", 10.0), ("so", 2.0), ("mse", 8.0), ("nmm", 11.0)):
+        for trial in ("t1", "t2"):
+            for coord, factor in (("hip", 1.0), ("knee", 1.2)):
+                value = base * factor * (0.5 if method == "nmm" and coord == "knee" else 1.0)
+                rows += [{"subject": "s", "trial": trial, "method": method, "quantity": "moment",
+                          "channel": coord, "metric": "rmse", "value": value},
+                         {"subject": "s", "trial": trial, "method": method, "quantity": "moment",
+                          "channel": coord, "metric": "r2", "value": 0.5}]
+    table = null_floor_table(pd.DataFrame(rows)).set_index("method")
+    assert table.loc["mse", "verdict"] == "yes" and table.loc["mse", "coordinates_beaten"] == "2/2"
+    assert table.loc["nmm", "verdict"] == "partly" and table.loc["nmm", "coordinates_beaten"] == "1/2"
+    assert table.loc["null", "verdict"] == "the floor"
+    assert table.loc["so", "role"].startswith("consistency check")
+    assert table.loc["mse", "null_rmse"] == pytest.approx(11.0)

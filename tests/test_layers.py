@@ -23,7 +23,7 @@ RANKS: dict[str, int] = {
     "musculo.physics": 3,
     "musculo.twin": 4,
     "musculo.estimators": 5,
-    "musculo.evaluation": 6,
+    "musculo.evaluation": 6, "musculo.stream": 6, "musculo.loso": 6,
     "musculo.report": 7,
     "musculo.cli": 8,
 }

@@ -24,7 +24,8 @@ from musculo.estimators.nmm import (
 from musculo.physics.synthetic import synthetic_trials
 
 TINY = {"window": 0.5, "stride": 0.25, "epochs": 6, "patience": 50, "channels": 8, "batch_size": 8,
-        "dilations": [1, 2]}
+        "dilations": [1, 2], "fold_calibration": False}
+SYNERGY = {**TINY, "output": "synergy"}
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +233,7 @@ def test_non_finite_inputs_are_rejected(trials):
 
 
 def test_network_without_kinematics_inputs(trials, tmp_path):
-    est = NMMEstimator(seed=0, kinematics_inputs=False, **{**TINY, "epochs": 2}).fit(trials[:2])
+    est = NMMEstimator(seed=0, kinematics_inputs=False, **{**SYNERGY, "epochs": 2}).fit(trials[:2])
     n_measured = int(trials[0].measured.sum())
     k = est.module_.n_synergies
     assert 1 <= k <= n_measured
@@ -244,7 +245,7 @@ def test_network_without_kinematics_inputs(trials, tmp_path):
     est.save(tmp_path)
     np.testing.assert_array_equal(NMMEstimator.load(tmp_path).predict(trials[2]).moments.to_numpy(),
                                   est.predict(trials[2]).moments.to_numpy())
-    with_kin = NMMEstimator(seed=0, **{**TINY, "epochs": 2}).fit(trials[:2])
+    with_kin = NMMEstimator(seed=0, **{**SYNERGY, "epochs": 2}).fit(trials[:2])
     assert with_kin.module_.net.n_inputs == n_measured + 2 * len(trials[0].coordinates) + k
 
 
@@ -272,7 +273,8 @@ def test_synergy_head_bounds_and_reduction_to_constant_weights():
 
 
 def test_synergy_output_follows_the_measured_excitations(trials):
-    est = NMMEstimator(seed=0, **{**TINY, "epochs": 3, "residual_bound": 0.02}).fit(trials[:2], hidden=["m1"])
+    est = NMMEstimator(seed=0, **{**SYNERGY, "epochs": 3, "residual_bound": 0.02}).fit(trials[:2],
+                                                                                      hidden=["m1"])
     module = est.module_
     assert module.head is not None and module.synergies.shape[1] == int(module.measured.sum())
     # without any measured activity the synergy activations vanish and so do the estimates, up to
@@ -297,3 +299,32 @@ def test_direct_output_round_trip(trials, tmp_path):
                                   est.predict(trials[2]).excitations.to_numpy())
     with pytest.raises(EstimatorError, match="output"):
         NMMEstimator(output="sigmoid")
+
+
+def test_default_output_is_a_direct_excitation_head(trials):
+    """By default the network predicts the unmeasured excitations directly (the NMM paper), not
+    through synergies of the measured EMG: a silent EMG does not silence the estimates."""
+    assert NMMEstimator().config.output == "direct"
+    from musculo.estimators import registry
+
+    assert registry.build("nmm", settings()).config.output == "direct"
+    hyper = {k: v for k, v in TINY.items() if k != "output"}
+    est = NMMEstimator(seed=0, **{**hyper, "epochs": 2}).fit(trials[:2])
+    module = est.module_
+    assert module.head is None and module.n_synergies == 0
+    assert module.net.n_outputs == len(trials[0].muscles) and not module.net.linear_output
+    silent = dataclasses.replace(trials[2], excitation=np.zeros_like(trials[2].excitation))
+    pred = est.predict(silent).excitations
+    assert float(pred[["m4", "m5"]].to_numpy().min()) > 0.0  # a sigmoid of kinematics, not zero synergies
+
+
+def test_full_cycle_windows_and_fold_calibration(trials):
+    """window 0 trains on whole training trials; fold_calibration starts the physics from a
+    calibration on the fit's own training trials."""
+    est = NMMEstimator(seed=0, **{**TINY, "window": 0.0, "epochs": 1}).fit(trials[:2])
+    assert est.training_.n_train_windows + est.training_.n_val_windows == 2  # one full window per trial
+    calibrated = NMMEstimator(seed=0, physics={"calibrate": ["strength_scale"], "calibration_max_iter": 5},
+                              mse={"n_synergies": 2}, **{**TINY, "fold_calibration": True})
+    start = calibrated._fold_calibration(trials[:2])
+    scale = np.array(list(start["parameters"]["strength_scale"].values()))
+    assert not np.allclose(scale, 1.0)  # moved from the scaled model's values on these trials

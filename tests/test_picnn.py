@@ -12,8 +12,16 @@ from musculo.estimators.transfer import GenericModel, cohort_members, fine_tune,
 from musculo.physics.synthetic import synthetic_trials
 from tests.helpers import settings
 
-SMALL = {"window": 8, "channels": 4, "hidden": 8, "epochs": 3, "finetune_epochs": 2, "batch_size": 32,
-         "shares": [0.1], "selections": ["random", "active"]}
+SMALL = {
+    "window": 8,
+    "channels": 4,
+    "hidden": 8,
+    "epochs": 3,
+    "finetune_epochs": 2,
+    "batch_size": 32,
+    "shares": [0.1],
+    "selections": ["random", "active"],
+}
 
 
 def _settings():
@@ -69,8 +77,9 @@ def test_save_load_round_trip(tmp_path):
     est = registry.build("picnn", s).fit(trials[:1], hidden=["m0"])
     est.save(tmp_path)
     back = PICNNEstimator.load(tmp_path)
-    np.testing.assert_allclose(back.predict(trials[1]).moments.to_numpy(),
-                               est.predict(trials[1]).moments.to_numpy())
+    np.testing.assert_allclose(
+        back.predict(trials[1]).moments.to_numpy(), est.predict(trials[1]).moments.to_numpy()
+    )
 
 
 def test_fine_tuning_freezes_features_and_changes_head():
@@ -95,10 +104,15 @@ def test_transfer_protocol_rows():
     groups = {f"s{i}": synthetic_trials(n_trials=2, n_frames=40, seed=30 + i) for i in range(2)}
     generic = GenericModel(s.picnn, physics=s.physics, seed=s.seed).fit(groups)
     new = synthetic_trials(n_trials=2, n_frames=40, seed=40)
-    table, timing = transfer_evaluation(subject="x", folds=[(new[:1], new[1:])], cfg=s.picnn,
-                                        physics=s.physics, seed=0, generic=generic)
-    assert set(table["method"]) == {"picnn_transfer@scratch-100", "picnn_transfer@generic-0",
-                                    "picnn_transfer@random-10", "picnn_transfer@active-10"}
+    table, timing = transfer_evaluation(
+        subject="x", folds=[(new[:1], new[1:])], cfg=s.picnn, physics=s.physics, seed=0, generic=generic
+    )
+    assert set(table["method"]) == {
+        "picnn_transfer@scratch-100",
+        "picnn_transfer@generic-0",
+        "picnn_transfer@random-10",
+        "picnn_transfer@active-10",
+    }
     assert set(table["quantity"]) == {"angle", "moment", "force"}
     assert len(timing) == 3
 
@@ -113,6 +127,7 @@ def test_reference_forces_need_static_optimisation():
 
 
 def test_cohort_members():
-    got = cohort_members({"kids": ["biomechzoo-HC*"], "twins": ["twin-*"]},
-                         ["biomechzoo-HC002D", "twin-a", "motonms-unipd"])
+    got = cohort_members(
+        {"kids": ["biomechzoo-HC*"], "twins": ["twin-*"]}, ["biomechzoo-HC002D", "twin-a", "motonms-unipd"]
+    )
     assert got == {"kids": ["biomechzoo-HC002D"], "twins": ["twin-a"]}

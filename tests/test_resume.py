@@ -4,6 +4,7 @@ uninterrupted run (the session's CI workflow run)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,10 +42,8 @@ def _kill_when(cwd: Path, marker: str, sig: signal.Signals, timeout: float = 600
             out = proc.communicate()[0]
             pytest.fail(f"the run ended before {marker} appeared:\n{out[-3000:]}")
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the run may just have finished
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:  # the run had just finished
-        pass
     proc.communicate(timeout=120)
 
 

@@ -73,7 +73,7 @@ class MomentArmModel:
 
     @classmethod
     def fit(cls, trials: Sequence[TrialData]) -> MomentArmModel:
-        """Least-squares fit on every frame of ``trials`` (ridge 1e-8 keeps a constant coordinate well posed)."""
+        """Least-squares fit on every frame of ``trials`` (a 1e-8 ridge keeps constant coordinates posed)."""
         q = np.concatenate([t.q for t in trials])
         arms = np.concatenate([t.moment_arm for t in trials])  # (T, M, C)
         phi = cls.features(torch.as_tensor(q)).numpy()
@@ -96,8 +96,9 @@ def joint_moments(force: torch.Tensor, angles: torch.Tensor, coef: torch.Tensor)
     return torch.einsum("bmc,bm->bc", arms, force)
 
 
-def physics_loss(force: torch.Tensor, angles: torch.Tensor, moment: torch.Tensor, coef: torch.Tensor,
-                 scale: torch.Tensor) -> torch.Tensor:
+def physics_loss(
+    force: torch.Tensor, angles: torch.Tensor, moment: torch.Tensor, coef: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """Mean squared physics residual ``(sum_m F_m r_mc(q) - tau_c) / scale_c``.
 
     Args:
@@ -118,12 +119,15 @@ def reference_forces(trial: TrialData, physics: PhysicsSettings | None = None) -
     if trial.so_activation is None:
         raise EstimatorError(
             f"trial {trial.name}: no static-optimisation activations (so_activation.sto); the PI-CNN "
-            "needs them as its force reference: run the static optimisation stage")
+            "needs them as its force reference: run the static optimisation stage"
+        )
     model = model_for(trial, physics=physics)
     with torch.no_grad():
-        f = model.force(torch.as_tensor(trial.so_activation, dtype=torch.float64),
-                        torch.as_tensor(trial.mtu_length, dtype=torch.float64),
-                        torch.as_tensor(trial.mtu_velocity, dtype=torch.float64))
+        f = model.force(
+            torch.as_tensor(trial.so_activation, dtype=torch.float64),
+            torch.as_tensor(trial.mtu_length, dtype=torch.float64),
+            torch.as_tensor(trial.mtu_velocity, dtype=torch.float64),
+        )
     return f.numpy()
 
 
@@ -131,17 +135,30 @@ def reference_forces(trial: TrialData, physics: PhysicsSettings | None = None) -
 class PICNNNet(nn.Module):
     """``features`` (two 1-D convolutions, pooled) then ``head`` (two linear layers) -> angles, forces."""
 
-    def __init__(self, n_inputs: int, n_coordinates: int, n_muscles: int, *, channels: int,
-                 kernel_size: int, hidden: int, dropout: float):
+    def __init__(
+        self,
+        n_inputs: int,
+        n_coordinates: int,
+        n_muscles: int,
+        *,
+        channels: int,
+        kernel_size: int,
+        hidden: int,
+        dropout: float,
+    ):
         super().__init__()
         self.n_coordinates, self.n_muscles = n_coordinates, n_muscles
         pad = kernel_size // 2
         self.features = nn.Sequential(
-            nn.Conv1d(n_inputs, channels, kernel_size, padding=pad), nn.ReLU(),
-            nn.Conv1d(channels, channels, kernel_size, padding=pad), nn.ReLU(),
+            nn.Conv1d(n_inputs, channels, kernel_size, padding=pad),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel_size, padding=pad),
+            nn.ReLU(),
         )
         self.head = nn.Sequential(
-            nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(2 * channels, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(hidden, n_coordinates + n_muscles),
         )
 
@@ -149,7 +166,7 @@ class PICNNNet(nn.Module):
         """Windows (B, inputs, W) -> normalised angles (B, C) and forces / max isometric force (B, M)."""
         h = self.features(x)
         z = self.head(torch.cat([h.mean(dim=-1), h[..., -1]], dim=-1))
-        return z[:, : self.n_coordinates], nn.functional.softplus(z[:, self.n_coordinates:]) * 0.1
+        return z[:, : self.n_coordinates], nn.functional.softplus(z[:, self.n_coordinates :]) * 0.1
 
 
 @contextlib.contextmanager
@@ -198,16 +215,30 @@ class SubjectTensors:
     def take(self, idx: np.ndarray | torch.Tensor) -> SubjectTensors:
         """The samples at ``idx`` (physics tables kept)."""
         i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        return SubjectTensors(self.x[i], self.q[i], self.f[i], self.tau[i], self.subject[i], self.coef,
-                              self.fmax, self.tau_scale)
+        return SubjectTensors(
+            self.x[i],
+            self.q[i],
+            self.f[i],
+            self.tau[i],
+            self.subject[i],
+            self.coef,
+            self.fmax,
+            self.tau_scale,
+        )
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
 
-def subject_tensors(groups: Sequence[Sequence[TrialData]], *, width: int, stride: int = 1,
-                    hidden: Sequence[str] = (), physics: PhysicsSettings | None = None,
-                    with_targets: bool = True) -> SubjectTensors:
+def subject_tensors(
+    groups: Sequence[Sequence[TrialData]],
+    *,
+    width: int,
+    stride: int = 1,
+    hidden: Sequence[str] = (),
+    physics: PhysicsSettings | None = None,
+    with_targets: bool = True,
+) -> SubjectTensors:
     """Samples of each group of trials (one group per subject: its own moment arms and scales)."""
     xs, qs, fs, taus, sid, coefs, fmaxs, scales = [], [], [], [], [], [], [], []
     for s, trials in enumerate(groups):
@@ -222,16 +253,26 @@ def subject_tensors(groups: Sequence[Sequence[TrialData]], *, width: int, stride
             xs.append(windows(emg_inputs(t, hidden), width, frames))
             qs.append(t.q[frames])
             taus.append(t.id_moment[frames])
-            fs.append(reference_forces(t, physics)[frames] if with_targets else np.zeros((len(frames),
-                                                                                         len(t.muscles))))
+            fs.append(
+                reference_forces(t, physics)[frames]
+                if with_targets
+                else np.zeros((len(frames), len(t.muscles)))
+            )
             sid.append(np.full(len(frames), s))
 
     def f32(a: list[np.ndarray] | np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.concatenate(a) if isinstance(a, list) else a, dtype=torch.float32)
 
-    return SubjectTensors(x=f32(xs), q=f32(qs), f=f32(fs), tau=f32(taus),
-                          subject=torch.as_tensor(np.concatenate(sid), dtype=torch.long),
-                          coef=f32(np.stack(coefs)), fmax=f32(np.stack(fmaxs)), tau_scale=f32(np.stack(scales)))
+    return SubjectTensors(
+        x=f32(xs),
+        q=f32(qs),
+        f=f32(fs),
+        tau=f32(taus),
+        subject=torch.as_tensor(np.concatenate(sid), dtype=torch.long),
+        coef=f32(np.stack(coefs)),
+        fmax=f32(np.stack(fmaxs)),
+        tau_scale=f32(np.stack(scales)),
+    )
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -248,8 +289,9 @@ class Normaliser:
         """Statistics of ``data``."""
         q = data.q.numpy()
         fn = (data.f / data.fmax[data.subject]).numpy()
-        return cls(q_mean=q.mean(axis=0), q_std=np.maximum(q.std(axis=0), 1e-3),
-                   f_scale=float(max(fn.std(), 1e-3)))
+        return cls(
+            q_mean=q.mean(axis=0), q_std=np.maximum(q.std(axis=0), 1e-3), f_scale=float(max(fn.std(), 1e-3))
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -258,19 +300,23 @@ class Normaliser:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normaliser:
         """From :meth:`to_dict`."""
-        return cls(np.asarray(d["q_mean"], dtype=float), np.asarray(d["q_std"], dtype=float), float(d["f_scale"]))
+        return cls(
+            np.asarray(d["q_mean"], dtype=float), np.asarray(d["q_std"], dtype=float), float(d["f_scale"])
+        )
 
 
-def outputs(net: PICNNNet, norm: Normaliser, x: torch.Tensor, fmax: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def outputs(
+    net: PICNNNet, norm: Normaliser, x: torch.Tensor, fmax: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Angles (B, C) and forces (B, M, N) of windows ``x`` for muscles of max isometric force ``fmax``."""
     qn, fn = net(x)
     q = torch.as_tensor(norm.q_mean, dtype=x.dtype) + qn * torch.as_tensor(norm.q_std, dtype=x.dtype)
     return q, fn * fmax
 
 
-def losses(net: PICNNNet, norm: Normaliser, batch: SubjectTensors, cfg: PICNNSettings
-           ) -> tuple[torch.Tensor, dict[str, float]]:
+def losses(
+    net: PICNNNet, norm: Normaliser, batch: SubjectTensors, cfg: PICNNSettings
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted loss of a batch and its parts (angle, force, physics)."""
     fmax = batch.fmax[batch.subject]
     q, f = outputs(net, norm, batch.x, fmax)
@@ -279,12 +325,24 @@ def losses(net: PICNNNet, norm: Normaliser, batch: SubjectTensors, cfg: PICNNSet
     force = ((((f - batch.f) / fmax) / norm.f_scale) ** 2).mean()
     phys = physics_loss(f, q, batch.tau, batch.coef[batch.subject], batch.tau_scale[batch.subject])
     total = cfg.angle_weight * angle + cfg.force_weight * force + cfg.physics_weight * phys
-    return total, {"angle": float(angle.detach()), "force": float(force.detach()),
-                   "physics": float(phys.detach())}
+    return total, {
+        "angle": float(angle.detach()),
+        "force": float(force.detach()),
+        "physics": float(phys.detach()),
+    }
 
 
-def train(net: PICNNNet, norm: Normaliser, data: SubjectTensors, cfg: PICNNSettings, *, epochs: int,
-          learning_rate: float, seed: int, parameters: Sequence[nn.Parameter] | None = None) -> dict[str, float]:
+def train(
+    net: PICNNNet,
+    norm: Normaliser,
+    data: SubjectTensors,
+    cfg: PICNNSettings,
+    *,
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+    parameters: Sequence[nn.Parameter] | None = None,
+) -> dict[str, float]:
     """Adam on mini-batches of ``data`` for ``epochs`` epochs (only ``parameters`` when given); seeded."""
     if len(data) == 0:
         raise EstimatorError("picnn: no training samples")
@@ -296,7 +354,7 @@ def train(net: PICNNNet, norm: Normaliser, data: SubjectTensors, cfg: PICNNSetti
     for _ in range(int(epochs)):
         order = torch.randperm(len(data), generator=gen)
         for start in range(0, len(data), cfg.batch_size):
-            batch = data.take(order[start:start + cfg.batch_size])
+            batch = data.take(order[start : start + cfg.batch_size])
             opt.zero_grad()
             loss, parts = losses(net, norm, batch, cfg)
             loss.backward()
@@ -308,8 +366,15 @@ def train(net: PICNNNet, norm: Normaliser, data: SubjectTensors, cfg: PICNNSetti
 def new_net(n_muscles: int, n_coordinates: int, cfg: PICNNSettings, seed: int) -> PICNNNet:
     """An initialised network (weights from ``seed``)."""
     torch.manual_seed(int(seed))
-    return PICNNNet(n_muscles, n_coordinates, n_muscles, channels=cfg.channels, kernel_size=cfg.kernel_size,
-                    hidden=cfg.hidden, dropout=cfg.dropout)
+    return PICNNNet(
+        n_muscles,
+        n_coordinates,
+        n_muscles,
+        channels=cfg.channels,
+        kernel_size=cfg.kernel_size,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+    )
 
 
 # --- the estimator -------------------------------------------------------------------------------
@@ -334,11 +399,18 @@ class PICNNEstimator(Estimator):
         first = trials[0]
         for t in trials:
             if list(t.muscles) != list(first.muscles) or list(t.coordinates) != list(first.coordinates):
-                raise EstimatorError(f"picnn: trial {t.name} has other muscles or coordinates than {first.name}")
-        self.muscles_, self.coordinates_, self.hidden_ = list(first.muscles), list(first.coordinates), list(hidden)
+                raise EstimatorError(
+                    f"picnn: trial {t.name} has other muscles or coordinates than {first.name}"
+                )
+        self.muscles_, self.coordinates_, self.hidden_ = (
+            list(first.muscles),
+            list(first.coordinates),
+            list(hidden),
+        )
         self.arms_ = MomentArmModel.fit(trials)
-        return subject_tensors([trials], width=self.cfg.window, stride=self.cfg.stride, hidden=hidden,
-                               physics=self.physics)
+        return subject_tensors(
+            [trials], width=self.cfg.window, stride=self.cfg.stride, hidden=hidden, physics=self.physics
+        )
 
     def fit(self, trials: Sequence[TrialData], *, hidden: Sequence[str] = ()) -> Self:
         """Train from scratch on every frame of ``trials`` (``hidden`` muscles' EMG zeroed)."""
@@ -346,8 +418,15 @@ class PICNNEstimator(Estimator):
         self.norm_ = Normaliser.of(data)
         self.net_ = new_net(len(self.muscles_), len(self.coordinates_), self.cfg, self.seed)
         with torch_threads(self.cfg.threads):
-            self.losses_ = train(self.net_, self.norm_, data, self.cfg, epochs=self.cfg.epochs,
-                                 learning_rate=self.cfg.learning_rate, seed=self.seed)
+            self.losses_ = train(
+                self.net_,
+                self.norm_,
+                data,
+                self.cfg,
+                epochs=self.cfg.epochs,
+                learning_rate=self.cfg.learning_rate,
+                seed=self.seed,
+            )
         logger.info("picnn: fitted on %d samples, final batch losses %s", len(data), self.losses_)
         return self
 
@@ -361,30 +440,45 @@ class PICNNEstimator(Estimator):
         fmax = torch.as_tensor(trial.params.max_isometric_force, dtype=torch.float32)
         with torch.no_grad(), torch_threads(self.cfg.threads):
             q, f = outputs(self.net_, self.norm_, x, fmax)
-            coef = torch.as_tensor(self.arms_.coef, dtype=torch.float32).expand(len(q), *self.arms_.coef.shape)
+            coef = torch.as_tensor(self.arms_.coef, dtype=torch.float32).expand(
+                len(q), *self.arms_.coef.shape
+            )
             tau = joint_moments(f, q, coef)
         seen = trial.hide([m for m in self.hidden_ if m in trial.muscles])
         proxy = np.clip(f.numpy() / trial.params.max_isometric_force[None, :], 0.0, 1.0)
         exc = np.where(seen.measured[None, :], seen.excitation, proxy)
-        return {"angles": q.numpy().astype(float), "forces": f.numpy().astype(float),
-                "moments": tau.numpy().astype(float), "excitations": exc}
+        return {
+            "angles": q.numpy().astype(float),
+            "forces": f.numpy().astype(float),
+            "moments": tau.numpy().astype(float),
+            "excitations": exc,
+        }
 
     def predict(self, trial: TrialData) -> Prediction:
         """Excitations, moments (EMG -> forces and angles -> moments) and forces on ``trial``."""
         out = self.predict_arrays(trial)
-        return prediction_from_arrays(trial, excitation=out["excitations"], moments=out["moments"],
-                                      forces=out["forces"])
+        return prediction_from_arrays(
+            trial, excitation=out["excitations"], moments=out["moments"], forces=out["forces"]
+        )
 
     # -- persistence ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Hyper-parameters, names, normaliser and moment-arm model as JSON."""
         if self.net_ is None or self.norm_ is None or self.arms_ is None:
             raise EstimatorError("picnn: nothing to save before fit")
-        return {"method": self.name, "seed": self.seed, "settings": self.cfg.to_dict(),
-                "physics": None if self.physics is None else self.physics.to_dict(),
-                "muscles": self.muscles_, "coordinates": self.coordinates_, "hidden": self.hidden_,
-                "normaliser": self.norm_.to_dict(), "moment_arms": self.arms_.coef.tolist(),
-                "moment_arm_fit_error": self.arms_.fit_error, "losses": self.losses_}
+        return {
+            "method": self.name,
+            "seed": self.seed,
+            "settings": self.cfg.to_dict(),
+            "physics": None if self.physics is None else self.physics.to_dict(),
+            "muscles": self.muscles_,
+            "coordinates": self.coordinates_,
+            "hidden": self.hidden_,
+            "normaliser": self.norm_.to_dict(),
+            "moment_arms": self.arms_.coef.tolist(),
+            "moment_arm_fit_error": self.arms_.fit_error,
+            "losses": self.losses_,
+        }
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write ``picnn.json`` and ``picnn.pt`` (network weights)."""
@@ -405,8 +499,9 @@ class PICNNEstimator(Estimator):
         est = cls(cfg, physics=physics, seed=state["seed"])
         est.muscles_, est.coordinates_, est.hidden_ = state["muscles"], state["coordinates"], state["hidden"]
         est.norm_ = Normaliser.from_dict(state["normaliser"])
-        est.arms_ = MomentArmModel(coef=np.asarray(state["moment_arms"], dtype=float),
-                                   fit_error=float(state["moment_arm_fit_error"]))
+        est.arms_ = MomentArmModel(
+            coef=np.asarray(state["moment_arms"], dtype=float), fit_error=float(state["moment_arm_fit_error"])
+        )
         est.net_ = new_net(len(est.muscles_), len(est.coordinates_), cfg, est.seed)
         est.net_.load_state_dict(torch.load(weights, weights_only=True))
         est.net_.eval()
@@ -418,5 +513,11 @@ def _factory(settings: Settings, *, calibration: dict[str, Any] | None = None) -
     return PICNNEstimator(settings.picnn, physics=settings.physics, seed=settings.seed)
 
 
-SPEC = EstimatorSpec(name="picnn", factory=_factory, needs_emg=True, needs_so=True, muscle_set="subject",
-                     description="physics-informed CNN: EMG windows -> joint angles and muscle forces")
+SPEC = EstimatorSpec(
+    name="picnn",
+    factory=_factory,
+    needs_emg=True,
+    needs_so=True,
+    muscle_set="subject",
+    description="physics-informed CNN: EMG windows -> joint angles and muscle forces",
+)

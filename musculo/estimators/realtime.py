@@ -139,6 +139,10 @@ class RealtimeEstimator(SequenceEstimator):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         return {"activity": float(self.config["activity_weight"]) * loss}
 
+    def _val_terms(self, batch: dict[str, torch.Tensor], features: torch.Tensor,
+                   context: int) -> list[torch.Tensor]:
+        return list(self._aux_losses(batch, features, context).values())
+
     def fit(self, trials: Sequence[TrialData], *, hidden: Sequence[str] = (),
             tasks: Sequence[str] | None = None) -> Self:
         """Train on ``trials``; with ``tasks`` (one activity label per trial) also the activity head."""

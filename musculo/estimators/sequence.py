@@ -329,8 +329,9 @@ class SequenceEstimator(Estimator):
             self.net_.eval()
             with torch.no_grad():
                 vi = val_idx if len(val_idx) else train_idx[is_lab[train_idx]]
-                pred, _ = self.net_(win["x"][vi])
+                pred, feat = self.net_(win["x"][vi])
                 val = float(F.mse_loss(pred[:, ctx:], win["y"][vi]))
+                val += sum(float(v) for v in self._val_terms({k: v[vi] for k, v in win.items()}, feat, ctx))
             self.history_.append({"epoch": epoch, "train": total / max(count, 1), "val": val,
                                   "seconds": time.perf_counter() - start})
             if val < best_val - 1e-9:
@@ -345,6 +346,11 @@ class SequenceEstimator(Estimator):
         logger.info("%s: %d windows (%d held out), best epoch %d of %d (held-out moment MSE %.4f), %.1f s",
                     self.name, len(train_idx) + len(val_idx), len(val_idx), best_epoch, len(self.history_),
                     best_val, time.perf_counter() - start)
+
+    def _val_terms(self, batch: dict[str, torch.Tensor], features: torch.Tensor,
+                   context: int) -> list[torch.Tensor]:
+        """Loss terms besides the moment error that early stopping watches (none by default)."""
+        return []
 
     def _aux_modules(self) -> list[nn.Module]:
         """Trainable modules besides the network (discriminator, ...)."""

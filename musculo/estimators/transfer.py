@@ -57,8 +57,10 @@ GENERIC_STATE = "generic.json"
 
 def cohort_members(cohorts: Mapping[str, Sequence[str]], subjects: Sequence[str]) -> dict[str, list[str]]:
     """Cohort name -> the ``subjects`` matching any of its shell-style patterns (sorted)."""
-    return {name: sorted(s for s in subjects if any(fnmatch.fnmatchcase(s, p) for p in patterns))
-            for name, patterns in cohorts.items()}
+    return {
+        name: sorted(s for s in subjects if any(fnmatch.fnmatchcase(s, p) for p in patterns))
+        for name, patterns in cohorts.items()
+    }
 
 
 def cohort_of(cohorts: Mapping[str, Sequence[str]], subject: str) -> str | None:
@@ -90,17 +92,26 @@ class GenericModel:
                 if list(t.muscles) != list(first.muscles) or list(t.coordinates) != list(first.coordinates):
                     raise EstimatorError(
                         f"picnn generic model: subject {sid} trial {t.name} models muscles {t.muscles} and "
-                        f"coordinates {t.coordinates}, unlike {first.muscles} / {first.coordinates}; a cohort "
-                        "must share them (fix picnn.cohorts or the subject files)")
+                        f"coordinates {t.coordinates}, unlike {first.muscles} / {first.coordinates}; "
+                        "a cohort must share them (fix picnn.cohorts or the subject files)"
+                    )
         self.muscles_, self.coordinates_ = list(first.muscles), list(first.coordinates)
         self.subjects_ = list(groups)
-        data = subject_tensors(list(groups.values()), width=self.cfg.window, stride=self.cfg.stride,
-                               physics=self.physics)
+        data = subject_tensors(
+            list(groups.values()), width=self.cfg.window, stride=self.cfg.stride, physics=self.physics
+        )
         self.norm_ = Normaliser.of(data)
         self.net_ = new_net(len(self.muscles_), len(self.coordinates_), self.cfg, self.seed)
         with torch_threads(self.cfg.threads):
-            parts = train(self.net_, self.norm_, data, self.cfg, epochs=self.cfg.epochs,
-                          learning_rate=self.cfg.learning_rate, seed=self.seed)
+            parts = train(
+                self.net_,
+                self.norm_,
+                data,
+                self.cfg,
+                epochs=self.cfg.epochs,
+                learning_rate=self.cfg.learning_rate,
+                seed=self.seed,
+            )
         logger.info("picnn generic model: %d subjects, %d samples, losses %s", len(groups), len(data), parts)
         return self
 
@@ -112,8 +123,10 @@ class GenericModel:
         est.muscles_, est.coordinates_ = list(self.muscles_), list(self.coordinates_)
         if list(trials[0].muscles) != est.muscles_ or list(trials[0].coordinates) != est.coordinates_:
             raise EstimatorError(
-                f"picnn transfer: trial {trials[0].name} models {trials[0].muscles} / {trials[0].coordinates}, "
-                f"the generic model {est.muscles_} / {est.coordinates_}")
+                f"picnn transfer: trial {trials[0].name} models {trials[0].muscles} / "
+                f"{trials[0].coordinates}, "
+                f"the generic model {est.muscles_} / {est.coordinates_}"
+            )
         est.net_ = copy.deepcopy(self.net_)
         est.norm_ = self.norm_
         est.arms_ = MomentArmModel.fit(trials)
@@ -126,10 +139,15 @@ class GenericModel:
         d = Path(directory)
         with atomic_output(d / GENERIC_WEIGHTS) as tmp:
             torch.save(self.net_.state_dict(), tmp)
-        state = {"seed": self.seed, "settings": self.cfg.to_dict(),
-                 "physics": None if self.physics is None else self.physics.to_dict(),
-                 "muscles": self.muscles_, "coordinates": self.coordinates_, "subjects": self.subjects_,
-                 "normaliser": self.norm_.to_dict()}
+        state = {
+            "seed": self.seed,
+            "settings": self.cfg.to_dict(),
+            "physics": None if self.physics is None else self.physics.to_dict(),
+            "muscles": self.muscles_,
+            "coordinates": self.coordinates_,
+            "subjects": self.subjects_,
+            "normaliser": self.norm_.to_dict(),
+        }
         with atomic_output(d / GENERIC_STATE) as tmp:
             tmp.write_text(json.dumps(state, indent=1))
 
@@ -139,7 +157,9 @@ class GenericModel:
         d = Path(directory)
         for name in (GENERIC_STATE, GENERIC_WEIGHTS):
             if not (d / name).is_file():
-                raise EstimatorError(f"{d / name}: not found; run the cohort_picnn rule for this cohort first")
+                raise EstimatorError(
+                    f"{d / name}: not found; run the cohort_picnn rule for this cohort first"
+                )
         state = json.loads((d / GENERIC_STATE).read_text())
         physics = None if state["physics"] is None else PhysicsSettings.from_config(state["physics"])
         model = cls(PICNNSettings.from_config(state["settings"]), physics=physics, seed=state["seed"])
@@ -154,8 +174,9 @@ class GenericModel:
 
 def window_residuals(est: PICNNEstimator, trials: Sequence[TrialData]) -> np.ndarray:
     """Per training window (every ``stride`` frames of ``trials``), the squared physics residual."""
-    data = subject_tensors([trials], width=est.cfg.window, stride=est.cfg.stride, physics=est.physics,
-                           with_targets=False)
+    data = subject_tensors(
+        [trials], width=est.cfg.window, stride=est.cfg.stride, physics=est.physics, with_targets=False
+    )
     with torch.no_grad(), torch_threads(est.cfg.threads):
         q, f = outputs(est.net_, est.norm_, data.x, data.fmax[data.subject])  # type: ignore[arg-type]
         tau = joint_moments(f, q, data.coef[data.subject])
@@ -163,8 +184,9 @@ def window_residuals(est: PICNNEstimator, trials: Sequence[TrialData]) -> np.nda
     return res.mean(dim=1).numpy()
 
 
-def fine_tune(generic: GenericModel, trials: Sequence[TrialData], *, share: float, selection: str,
-              seed: int) -> tuple[PICNNEstimator, np.ndarray]:
+def fine_tune(
+    generic: GenericModel, trials: Sequence[TrialData], *, share: float, selection: str, seed: int
+) -> tuple[PICNNEstimator, np.ndarray]:
     """The generic model fine-tuned (head only, features frozen) on ``share`` of the windows of ``trials``.
 
     Returns the estimator and the indices of the windows it was fine-tuned on.
@@ -183,13 +205,22 @@ def fine_tune(generic: GenericModel, trials: Sequence[TrialData], *, share: floa
     assert net is not None
     for p in net.features.parameters():
         p.requires_grad_(False)
-    # enough epochs that a small share still gets a few hundred updates, no more than the full set
+    # a small share gets more epochs, so that it still makes finetune_min_steps updates
     steps = max(1, math.ceil(n / cfg.batch_size))
-    epochs = max(cfg.finetune_epochs, min(20 * cfg.finetune_epochs, math.ceil(200 / steps)))
+    epochs = max(
+        cfg.finetune_epochs, min(20 * cfg.finetune_epochs, math.ceil(cfg.finetune_min_steps / steps))
+    )
     with torch_threads(cfg.threads):
-        est.losses_ = train(net, est.norm_, data.take(chosen), cfg, epochs=epochs,  # type: ignore[arg-type]
-                            learning_rate=cfg.finetune_learning_rate, seed=seed,
-                            parameters=list(net.head.parameters()))
+        est.losses_ = train(
+            net,
+            est.norm_,
+            data.take(chosen),
+            cfg,
+            epochs=epochs,  # type: ignore[arg-type]
+            learning_rate=cfg.finetune_learning_rate,
+            seed=seed,
+            parameters=list(net.head.parameters()),
+        )
     return est, chosen
 
 
@@ -205,20 +236,28 @@ def _r(p: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(p, y)[0, 1])
 
 
-def trial_metrics(est: PICNNEstimator, trial: TrialData, reference_force: np.ndarray
-                  ) -> list[tuple[str, str, str, float]]:
-    """(quantity, channel, metric, value) of angles (deg), moments (N m, % of peak) and forces on ``trial``."""
+def trial_metrics(
+    est: PICNNEstimator, trial: TrialData, reference_force: np.ndarray
+) -> list[tuple[str, str, str, float]]:
+    """(quantity, channel, metric, value): angles (deg), moments (N m, % of peak), forces on ``trial``."""
     out = est.predict_arrays(trial)
     rows: list[tuple[str, str, str, float]] = []
     for j, c in enumerate(trial.coordinates):
         pa, ya = np.degrees(out["angles"][:, j]), np.degrees(trial.q[:, j])
-        rows += [("angle", c, "rmse", float(np.sqrt(np.mean((pa - ya) ** 2)))), ("angle", c, "r2", _r2(pa, ya)),
-                 ("angle", c, "r", _r(pa, ya))]
+        rows += [
+            ("angle", c, "rmse", float(np.sqrt(np.mean((pa - ya) ** 2)))),
+            ("angle", c, "r2", _r2(pa, ya)),
+            ("angle", c, "r", _r(pa, ya)),
+        ]
         pm, ym = out["moments"][:, j], trial.id_moment[:, j]
         rmse = float(np.sqrt(np.mean((pm - ym) ** 2)))
         peak = float(np.abs(ym).max())
-        rows += [("moment", c, "rmse", rmse), ("moment", c, "pct_peak", 100 * rmse / peak if peak > 0 else math.nan),
-                 ("moment", c, "r2", _r2(pm, ym)), ("moment", c, "r", _r(pm, ym))]
+        rows += [
+            ("moment", c, "rmse", rmse),
+            ("moment", c, "pct_peak", 100 * rmse / peak if peak > 0 else math.nan),
+            ("moment", c, "r2", _r2(pm, ym)),
+            ("moment", c, "r", _r(pm, ym)),
+        ]
     for i, m in enumerate(trial.muscles):
         pf, yf = out["forces"][:, i], reference_force[:, i]
         rows += [("force", m, "r", _r(pf, yf)), ("force", m, "rmse", float(np.sqrt(np.mean((pf - yf) ** 2))))]
@@ -226,8 +265,13 @@ def trial_metrics(est: PICNNEstimator, trial: TrialData, reference_force: np.nda
 
 
 def transfer_evaluation(
-    *, subject: str, folds: Sequence[tuple[list[TrialData], list[TrialData]]], cfg: PICNNSettings,
-    physics: PhysicsSettings | None, seed: int, generic: GenericModel | None,
+    *,
+    subject: str,
+    folds: Sequence[tuple[list[TrialData], list[TrialData]]],
+    cfg: PICNNSettings,
+    physics: PhysicsSettings | None,
+    seed: int,
+    generic: GenericModel | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The transfer protocol for one subject (see module docstring).
 
@@ -239,9 +283,20 @@ def transfer_evaluation(
 
     def score(est: PICNNEstimator, method: str, tests: Sequence[TrialData]) -> None:
         for trial in tests:
-            for quantity, channel, metric, value in trial_metrics(est, trial, reference_forces(trial, physics)):
-                rows.append({"subject": subject, "trial": trial.name, "method": method, "quantity": quantity,
-                             "channel": channel, "metric": metric, "value": value})
+            for quantity, channel, metric, value in trial_metrics(
+                est, trial, reference_forces(trial, physics)
+            ):
+                rows.append(
+                    {
+                        "subject": subject,
+                        "trial": trial.name,
+                        "method": method,
+                        "quantity": quantity,
+                        "channel": channel,
+                        "metric": metric,
+                        "value": value,
+                    }
+                )
 
     for k, (train_trials, test_trials) in enumerate(folds):
         t0 = time.perf_counter()
@@ -254,20 +309,57 @@ def transfer_evaluation(
         for selection in cfg.selections:
             for share in cfg.shares:
                 t0 = time.perf_counter()
-                est, chosen = fine_tune(generic, train_trials, share=share, selection=selection, seed=seed + k)
-                timings.append({"variant": selection, "share": share, "fold": k,
-                                "seconds": time.perf_counter() - t0, "windows": len(chosen)})
+                est, chosen = fine_tune(
+                    generic, train_trials, share=share, selection=selection, seed=seed + k
+                )
+                timings.append(
+                    {
+                        "variant": selection,
+                        "share": share,
+                        "fold": k,
+                        "seconds": time.perf_counter() - t0,
+                        "windows": len(chosen),
+                    }
+                )
                 score(est, f"{METHOD}@{selection}-{round(100 * share):d}", test_trials)
     return pd.DataFrame(rows, columns=EVALUATION_COLUMNS), pd.DataFrame(timings)
 
 
 def share_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over trials and channels of angle RMSE/R2, moment RMSE/%peak/R2 and force r per variant and share."""
+    """Means over trials and channels of the angle, moment and force metrics per variant and share."""
     if table.empty:
         return pd.DataFrame(columns=["subject", "variant", "share", "quantity", "metric", "value"])
     t = table.copy()
     parts = t["method"].str.split("@", n=1).str[1].str.rsplit("-", n=1)
     t["variant"], t["share"] = parts.str[0], parts.str[1].astype(float)
     keep = t[t["quantity"].isin(["angle", "moment", "force"])]
-    return (keep.groupby(["subject", "variant", "share", "quantity", "metric"], as_index=False)["value"]
-            .mean(numeric_only=True))
+    return keep.groupby(["subject", "variant", "share", "quantity", "metric"], as_index=False)["value"].mean(
+        numeric_only=True
+    )
+
+
+def common_muscle_set(groups: Mapping[str, Sequence[TrialData]]) -> dict[str, list[TrialData]]:
+    """Every subject's trials restricted to the muscles and coordinates all of ``groups`` model.
+
+    Channels that failed quality in one subject leave that subject's muscle set smaller; the cohort
+    shares what every member models (in the order of the first member). Raises naming the subjects when
+    nothing is shared.
+    """
+    if not groups:
+        raise EstimatorError("picnn cohort: no subjects")
+    first = next(iter(groups.values()))[0]
+    muscles = [m for m in first.muscles if all(m in t.muscles for ts in groups.values() for t in ts)]
+    coords = [c for c in first.coordinates if all(c in t.coordinates for ts in groups.values() for t in ts)]
+    if not muscles or not coords:
+        raise EstimatorError(
+            f"picnn cohort {sorted(groups)}: no muscle or coordinate is modelled by every "
+            "subject; fix picnn.cohorts so that a cohort shares a model and EMG channels"
+        )
+    if coords != list(first.coordinates) or any(
+        list(t.coordinates) != coords for ts in groups.values() for t in ts
+    ):
+        raise EstimatorError(
+            f"picnn cohort {sorted(groups)}: subjects track different coordinates; "
+            "give them the same `coordinates` in their subject files"
+        )
+    return {sid: [t.select(muscles) for t in ts] for sid, ts in groups.items()}

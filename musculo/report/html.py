@@ -30,6 +30,7 @@ from musculo.report.collect import (
     inputs_checksums,
     method_order,
     metric_direction,
+    null_floor_table,
     package_versions,
     quality_items,
     read_evaluation,
@@ -449,6 +450,8 @@ def build_subject_report(
         quality_items=items,
         quality_table=quality_table,
         summary_tables=metrics_tables(eval_table, settings=settings, aggregate=True),
+        floor=null_floor_table(eval_table).to_dict("records"),
+        isfinite=lambda v: v is not None and bool(np.isfinite(v)),
         tables=metrics_tables(eval_table, settings=settings),
         verdict_counts=_verdict_counts(items),
     )

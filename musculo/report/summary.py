@@ -21,6 +21,7 @@ from musculo.report.collect import (
     ReportInputError,
     method_order,
     metric_direction,
+    null_floor_table,
     package_versions,
     read_evaluation,
     settings_with_defaults,
@@ -119,6 +120,7 @@ def build_summary(
             for _, r in table.iterrows()
         ],
         subjects=list(dict.fromkeys(table["subject"])),
+        floor=null_floor_table(evaluation).to_dict("records"),
         figure=embedded,
         failed=failed,
         isfinite=lambda v: v is not None and np.isfinite(v),

@@ -50,6 +50,7 @@ rule contact_forces:
         summaries=lambda w: [
             res(w.subject, "contact", w.method, f"{t}.reactions.json") for t in dynamic_trials(w.subject)
         ],
+        events=lambda w: [res(w.subject, t, "events.json") for t in dynamic_trials(w.subject)],
         scale=res("{subject}", "model", "scale_quality.json"),
         truth=lambda w: res(w.subject, "contact", "truth", "curves") if subject(w.subject).is_twin else [],
     output:

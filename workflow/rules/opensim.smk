@@ -86,8 +86,6 @@ rule id:
         "opensim"
     params:
         lowpass_hz=scfg_param("opensim", "lowpass_hz"),
-        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
-        max_frames=scfg_param("opensim", "max_frames"),
         height=lambda w: subject(w.subject).height,
     conda:
         "../envs/musculo.yaml"
@@ -105,6 +103,11 @@ rule path_fit:
         path_set=res("{subject}", "model", "function_based_paths.xml"),
     log:
         "results/logs/{subject}/path_fit/path_fit.log",
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    group:
+        "opensim"
     params:
         max_fit_frames=OS["path_fit"]["frames"],
         samples_per_frame=OS["path_fit"]["samples_per_frame"],
@@ -144,8 +147,6 @@ rule so:
         reserve_optimal_force=OS["reserve_optimal_force"],
         residual_optimal_force=OS["residual_optimal_force"],
         lowpass_hz=OS["lowpass_hz"],
-        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=OS["time_range"]),
-        max_frames=OS["max_frames"],
     conda:
         "../envs/musculo.yaml"
     script:
@@ -170,9 +171,8 @@ rule muscle_analysis:
     group:
         "opensim"
     params:
+        method=OS["ma_method"],
         lowpass_hz=scfg_param("opensim", "lowpass_hz"),
-        time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
-        max_frames=scfg_param("opensim", "max_frames"),
         coordinates=lambda w: subject(w.subject).coordinates if scfg(w.subject, "opensim")["ma_coordinates"] == "tracked" else None,
     conda:
         "../envs/musculo.yaml"
