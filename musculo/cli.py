@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing subject.yaml")
     p.set_defaults(func=_subject_init)
 
-    p = sub.add_parser("stream", help="replay a processed trial chunk by chunk into a fitted causal estimator")
+    p = sub.add_parser("stream", help="replay a processed trial chunk by chunk into a causal estimator")
     p.add_argument("--model", required=True, help="results/<s>/<method>/model of realtime, attention or nmm")
     p.add_argument("--subject", required=True, help="subjects/<id> (or its subject.yaml)")
     p.add_argument("--trial", required=True, help="processed trial folder results/<s>/<trial>")

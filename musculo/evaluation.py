@@ -9,8 +9,9 @@
 - Torque: per held-out trial and coordinate, RMSE (N m), ``rmse_pct_peak`` (RMSE as % of the
   peak absolute ID moment of that trial), NRMSE (% of the ID moment's range), R2 and Pearson r of
   the predicted moments against inverse dynamics. Where the trial has gait events and the
-  coordinate a side (``_r`` / ``_l``), the same metrics over that side's stance and swing frames
-  are rows with metric ``<metric>_stance`` and ``<metric>_swing`` (channel = the coordinate).
+  coordinate a side (``_r`` / ``_l``), the RMSE over that side's stance and swing frames are rows
+  with metric ``rmse_stance`` / ``rmse_swing`` (N m) and ``rmse_pct_peak_stance`` /
+  ``rmse_pct_peak_swing`` (% of the trial's peak |moment|); channel = the coordinate.
 - Leave-one-muscle-out: each measured muscle of the subject's ``hide`` list is hidden from the
   estimator (in fit and predict), together with every muscle fed by the same EMG channel, predicted,
   and compared with its measured envelope (r, RMSE, VAF; and over its active frames, where the
@@ -141,12 +142,19 @@ def phase_masks(trial: TrialData, coordinate: str) -> dict[str, np.ndarray]:
 
 def moment_rows_of(trial: TrialData, coordinate: str, predicted: np.ndarray,
                    reference: np.ndarray) -> dict[str, float]:
-    """:func:`moment_metrics` of the whole trial plus ``<metric>_stance`` / ``<metric>_swing``."""
-    out = moment_metrics(predicted, reference)
+    """:func:`moment_metrics` of the whole trial plus ``rmse_<phase>`` (N m) and
+    ``rmse_pct_peak_<phase>`` (% of the whole trial's peak |moment|) for stance and swing.
+
+    No R2 per phase: a swing inside the force-plate window is short and its moment nearly flat, so
+    an R2 there measures the variance of a few frames rather than the estimate.
+    """
+    p, y = np.asarray(predicted, dtype=float), np.asarray(reference, dtype=float)
+    out = moment_metrics(p, y)
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
     for phase, mask in phase_masks(trial, coordinate).items():
-        for k, v in moment_metrics(predicted[mask], reference[mask]).items():
-            if k in ("rmse", "rmse_pct_peak", "r2"):
-                out[f"{k}_{phase}"] = v
+        rmse = float(np.sqrt(np.mean((p[mask] - y[mask]) ** 2)))
+        out[f"rmse_{phase}"] = rmse
+        out[f"rmse_pct_peak_{phase}"] = 100.0 * rmse / peak if peak > 0 else float("nan")
     return out
 
 
@@ -353,7 +361,9 @@ def concatenate_evaluations(
     """Concatenate per-method ``evaluation.tsv`` files into ``results/<s>/evaluation.tsv``."""
     frames = []
     for path in inputs:
-        df = pd.read_csv(path, sep="\t")
+        # keep the method name "null" (the floor) a string: only the value column has missing markers
+        df = pd.read_csv(path, sep="\t", keep_default_na=False, dtype={c: str for c in COLUMNS[:-1]},
+                         na_values={"value": ["", "NaN", "nan", "-nan", "NA", "N/A", "null", "None"]})
         missing = set(COLUMNS) - set(df.columns)
         if missing:
             raise EstimatorError(f"{path}: columns {sorted(missing)} missing; rerun that method's evaluation")

@@ -133,7 +133,8 @@ def cohort_loso(
                 for j, c in enumerate(coords):
                     for k, v in moment_metrics(pred[:, j], ref[:, j]).items():
                         if k in ("r2", "rmse", "r"):
-                            rows.append({"cohort": cohort, "subject": left.id, "trial": trial.name.split("/")[-1],
+                            rows.append({"cohort": cohort, "subject": left.id,
+                                         "trial": trial.name.split("/")[-1],
                                          "method": method, "quantity": "moment", "channel": c, "metric": k,
                                          "value": v})
                 if method == "realtime" and len(est.classes_) >= 2:

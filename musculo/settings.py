@@ -270,10 +270,14 @@ class Settings:
             realtime=RealtimeSettings.from_config(cfg["realtime"]),
         )
 
+    @classmethod
+    def typed_sections(cls) -> list[str]:
+        """Names of the config sections held as typed objects."""
+        return [f.name for f in fields(cls) if f.name not in ("seed", "raw")]
+
     def section(self, name: str) -> Any:
-        """A typed section by name (``physics``, ``mse``, ``nmm``, ``evaluation``) or the raw mapping."""
-        typed = ("physics", "mse", "nmm", "evaluation", "picnn", "attention", "realtime")
-        return getattr(self, name) if name in typed else self.raw[name]
+        """A typed section by name (see :meth:`typed_sections`), else the section's raw mapping."""
+        return getattr(self, name) if name in self.typed_sections() else self.raw[name]
 
 
 def load_settings(

@@ -63,7 +63,8 @@ def replay(
 ) -> Iterator[ChunkEstimate]:
     """Feed ``trial`` to ``estimator`` in chunks of ``chunk`` s (see the module docstring)."""
     if chunk <= 0 or trial.n_frames < 2:
-        raise EstimatorError(f"stream: chunk ({chunk} s) must be > 0 and trial {trial.name} needs >= 2 frames")
+        raise EstimatorError(f"stream: chunk ({chunk} s) must be > 0 and trial {trial.name} needs "
+                             ">= 2 frames")
     dt = trial.dt
     per = max(1, round(chunk / dt))
     hist = max(0, round(history / dt))

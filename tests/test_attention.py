@@ -89,7 +89,8 @@ def test_prediction_passes_measured_emg_and_constants_elsewhere(trials):
 
 def test_target_moments_are_never_read(trials):
     target = trials[2]
-    noisy = dataclasses.replace(target, id_moment=np.random.default_rng(0).normal(size=target.id_moment.shape))
+    rng = np.random.default_rng(0)
+    noisy = dataclasses.replace(target, id_moment=rng.normal(size=target.id_moment.shape))
     a = _est().fit(trials[:2], target=[target]).predict_moments(trials[0])
     b = _est().fit(trials[:2], target=[noisy]).predict_moments(trials[0])
     np.testing.assert_array_equal(a, b)

@@ -54,7 +54,8 @@ def test_stance_and_swing_rows_from_gait_events():
     p[masks["swing"]] += 2.0  # errors only in swing
     rows = moment_rows_of(trial, "knee_angle_r", p, y)
     assert rows["rmse_stance"] == pytest.approx(0.0) and rows["rmse_swing"] == pytest.approx(2.0)
-    assert {"rmse", "rmse_pct_peak", "r2", "r2_stance", "rmse_pct_peak_swing"} <= set(rows)
+    assert {"rmse", "rmse_pct_peak", "r2", "rmse_pct_peak_stance", "rmse_pct_peak_swing"} <= set(rows)
+    assert rows["rmse_pct_peak_swing"] == pytest.approx(200.0 / np.max(np.abs(y)))
 
 
 def test_held_out_emg_never_shapes_its_fold(tmp_path):
@@ -292,6 +293,11 @@ def test_null_floor_rows_and_values(tmp_path):
     assert len(r2) == 6 and (r2 <= 0.0 + 1e-9).all()
     lomo = table.query("quantity == 'excitation' and metric == 'rmse'")
     assert set(lomo["channel"]) == {"m1"} and (lomo["value"] > 0).all()
+    # the floor keeps its name through the subject table and the report reader (not read as NaN)
+    from musculo.report.collect import read_evaluation
+
+    concatenate_evaluations(inputs=[tmp_path / "null" / "evaluation.tsv"], output=tmp_path / "all.tsv")
+    assert set(read_evaluation(tmp_path / "all.tsv")["method"]) == {"null"}
     from musculo.io.tables import read_sto
 
     moments = read_sto(tmp_path / "null" / "predictions" / "trial2.moments.sto")

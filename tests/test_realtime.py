@@ -27,13 +27,15 @@ def _est(**kw):
 
 def test_network_does_not_look_ahead():
     torch.manual_seed(0)
-    net = RealtimeNet(n_inputs=5, n_outputs=2, n_classes=3, channels=8, dilations=(1, 2, 4), se_frames=4).eval()
+    net = RealtimeNet(n_inputs=5, n_outputs=2, n_classes=3, channels=8, dilations=(1, 2, 4), se_frames=4)
+    net.eval()
     x = torch.randn(1, 50, 5)
     y = x.clone()
     y[:, 30:] = torch.randn(1, 20, 5) * 5
     with torch.no_grad():
         (ma, ca), (mb, cb) = net.heads(x), net.heads(y)
-    assert torch.allclose(ma[:, :30], mb[:, :30], atol=1e-6) and torch.allclose(ca[:, :30], cb[:, :30], atol=1e-6)
+    assert torch.allclose(ma[:, :30], mb[:, :30], atol=1e-6)
+    assert torch.allclose(ca[:, :30], cb[:, :30], atol=1e-6)
     assert not torch.allclose(ma[:, 30:], mb[:, 30:])
     # the receptive field is what the network reports
     z = x.clone()

@@ -65,7 +65,7 @@ class _CausalConv(nn.Module):
 
 
 def causal_mask(frames: int, window: int) -> torch.Tensor:
-    """Boolean (T, T) attention mask, True where frame i may NOT attend to frame j (j > i or i - j >= window)."""
+    """Boolean (T, T) mask, True where frame i may NOT attend to frame j (j > i or i - j >= window)."""
     i = torch.arange(frames)[:, None]
     j = torch.arange(frames)[None, :]
     return (j > i) | (i - j >= window)
@@ -100,7 +100,8 @@ class MultiScaleAttentionNet(nn.Module):
         self.norm1 = nn.LayerNorm(channels)
         self.attn = nn.MultiheadAttention(channels, heads, dropout=0.0, batch_first=True)
         self.norm2 = nn.LayerNorm(channels)
-        self.ff = nn.Sequential(nn.Linear(channels, 2 * channels), nn.GELU(), nn.Linear(2 * channels, channels))
+        self.ff = nn.Sequential(nn.Linear(channels, 2 * channels), nn.GELU(),
+                                nn.Linear(2 * channels, channels))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(channels, n_outputs)
 

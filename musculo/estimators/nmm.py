@@ -425,7 +425,9 @@ def train_nmm(module: NMMModule, trials: Sequence[TrialData], *, cfg: NMMConfig)
     if cfg.max_windows and n > cfg.max_windows:
         order = order[: cfg.max_windows]
     n_val = int(round(cfg.val_fraction * len(order)))
-    n_val = min(max(n_val, 1), len(order) - 1) if cfg.val_fraction > 0 and len(order) >= 2 else 0
+    # fewer than 4 windows (e.g. one full-trial window per training trial): no window is held out, the
+    # best epoch is the one with the lowest training-window loss
+    n_val = min(max(n_val, 1), len(order) - 1) if cfg.val_fraction > 0 and len(order) >= 4 else 0
     val_idx = torch.as_tensor(np.sort(order[:n_val]))
     train_idx = torch.as_tensor(np.sort(order[n_val:]))
     train, val = windows.take(train_idx), windows.take(val_idx)

@@ -49,6 +49,7 @@ class _CausalSE(nn.Module):
         self.fc2 = nn.Conv1d(mid, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, C, T) scaled per channel by a gate from its causal moving mean."""
         s = F.avg_pool1d(F.pad(x, (self.frames - 1, 0), mode="replicate"), self.frames, stride=1) \
             if self.frames > 1 else x
         return x * F.hardsigmoid(self.fc2(F.relu(self.fc1(s))))
@@ -68,6 +69,7 @@ class InvertedResidual(nn.Module):
         self.context = self.pad + self.se.frames - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, C, T), causally."""
         h = F.hardswish(self.expand(x))
         h = F.hardswish(self.se(self.depthwise(F.pad(h, (self.pad, 0)))))
         return x + self.project(h)

@@ -264,7 +264,8 @@ class SequenceEstimator(Estimator):
                                  f"({[t.name for t in trials]}); lower {self.name}.window in the config")
         return {"x": torch.as_tensor(np.stack(xs), dtype=torch.float32),
                 "y": torch.as_tensor(np.stack(ys), dtype=torch.float32),
-                "domain": torch.as_tensor(ds, dtype=torch.long), "activity": torch.as_tensor(cs, dtype=torch.long),
+                "domain": torch.as_tensor(ds, dtype=torch.long),
+                "activity": torch.as_tensor(cs, dtype=torch.long),
                 "trial": torch.as_tensor(ts, dtype=torch.long)}
 
     def _train(self, trials: Sequence[TrialData], *, labelled: Sequence[bool], domains: Sequence[int],
@@ -292,7 +293,10 @@ class SequenceEstimator(Estimator):
             order = order[: cfg["max_windows"]]
         lab_order = [i for i in order if is_lab[i]]
         n_val = int(round(cfg["val_fraction"] * len(lab_order)))
-        n_val = min(max(n_val, 1), len(lab_order) - 1) if cfg["val_fraction"] > 0 and len(lab_order) >= 2 else 0
+        if cfg["val_fraction"] > 0 and len(lab_order) >= 2:
+            n_val = min(max(n_val, 1), len(lab_order) - 1)
+        else:
+            n_val = 0
         val_idx = torch.as_tensor(sorted(lab_order[:n_val]), dtype=torch.long)
         val_set = set(val_idx.tolist())
         train_idx = torch.as_tensor(sorted(i for i in order if i not in val_set), dtype=torch.long)

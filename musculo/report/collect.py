@@ -69,7 +69,10 @@ def read_evaluation(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ReportInputError(f"{path}: evaluation table not found; run the evaluation stage")
-    table = pd.read_csv(path, sep="\t", dtype={c: str for c in EVALUATION_COLUMNS[:-1]})
+    # only the value column has missing markers: the method "null" (the floor) is a name, not NaN
+    table = pd.read_csv(path, sep="\t", dtype={c: str for c in EVALUATION_COLUMNS[:-1]},
+                        keep_default_na=False,
+                        na_values={"value": ["", "NaN", "nan", "-nan", "NA", "N/A", "null", "None"]})
     missing = [c for c in EVALUATION_COLUMNS if c not in table.columns]
     if missing:
         raise ReportInputError(

@@ -273,8 +273,8 @@ def cocontraction_reference(
 def solve_truth(
     *, model_file: str | os.PathLike[str], coordinates: str | os.PathLike[str],
     external_loads: str | os.PathLike[str], mesh_interval: float, reference: pd.DataFrame | None = None,
-    cocontraction_weight: float = 1.0, reserve_strength: float = 50.0, reserve_weight: float = 10.0,
-    residual_strength: float = 500.0, residual_weight: float = 100.0, tolerance: float = 1e-2,
+    cocontraction_weight: float = 1.0, reserve_strength: float = 200.0, reserve_weight: float = 20.0,
+    residual_strength: float = 1000.0, residual_weight: float = 100.0, tolerance: float = 1e-2,
     compliant_tendons: bool = True, max_iterations: int = 1000,
 ) -> MuscleSolution:
     """The truth: MocoInverse with DeGroote-Fregly 2016 muscles, excitation effort + co-contraction.
@@ -300,12 +300,24 @@ def solve_truth(
         processor.append(osim.ModOpUseImplicitTendonComplianceDynamicsDGF())
     else:
         processor.append(osim.ModOpIgnoreTendonCompliance())
-    processor.append(osim.ModOpAddReserves(1.0, float("inf"), True))
+    processor.append(osim.ModOpAddReserves(1.0, 1.0, True))
+    solved = processor.process()
+    reserve_paths: dict[str, str] = {}
+    for i in range(solved.getForceSet().getSize()):
+        actuator = osim.CoordinateActuator.safeDownCast(solved.updForceSet().get(i))
+        if actuator is None:
+            continue
+        coord = actuator.get_coordinate()
+        actuator.setOptimalForce(residual_strength if coord.startswith("pelvis") else reserve_strength)
+        reserve_paths[coord] = f"/forceset/{actuator.getName()}"
+    solved.finalizeConnections()
+    solved.initSystem()
+    muscles = [solved.getMuscles().get(i).getName() for i in range(solved.getMuscles().getSize())]
     table = osim.TableProcessor(str(Path(coordinates).resolve()))
     table.append(osim.TabOpUseAbsoluteStateNames())
     inverse = osim.MocoInverse()
     inverse.setName("twin_truth")
-    inverse.setModel(processor)
+    inverse.setModel(osim.ModelProcessor(solved))
     inverse.setKinematics(table)
     times = read_sto(coordinates).index
     inverse.set_initial_time(float(times[0]))
@@ -317,42 +329,20 @@ def solve_truth(
     inverse.set_max_iterations(max_iterations)
     study = inverse.initialize()
     problem = study.updProblem()
-    solved = problem.getPhase(0).getModelProcessor().process()
-    solved.initSystem()
-    muscles = [solved.getMuscles().get(i).getName() for i in range(solved.getMuscles().getSize())]
-    # reserves: scale their strength through the optimal force, penalise through the effort weight
     effort = osim.MocoControlGoal.safeDownCast(problem.updGoal("excitation_effort"))
-    model_rep = problem.createRep().getModelBase()
-    reserve_paths: dict[str, str] = {}
-    for i in range(model_rep.getForceSet().getSize()):
-        force = model_rep.getForceSet().get(i)
-        actuator = osim.CoordinateActuator.safeDownCast(force)
-        if actuator is None:
-            continue
-        coord = actuator.get_coordinate()
-        reserve_paths[coord] = force.getAbsolutePathString()
-    del model_rep
-    # strengths are set on the processed model the problem owns
-    phase_model = problem.updPhase(0)
-    processor2 = osim.ModelProcessor(solved)
-    for i in range(solved.getForceSet().getSize()):
-        actuator = osim.CoordinateActuator.safeDownCast(solved.updForceSet().get(i))
-        if actuator is None:
-            continue
-        pelvis = actuator.get_coordinate().startswith("pelvis")
-        actuator.setOptimalForce(residual_strength if pelvis else reserve_strength)
-    solved.finalizeConnections()
-    phase_model.setModelProcessor(processor2)
     for coord, path in reserve_paths.items():
         effort.setWeightForControl(path, residual_weight if coord.startswith("pelvis") else reserve_weight)
     weights = {"effort": 1.0, "cocontraction": 0.0}
     if reference is not None and cocontraction_weight > 0:
         ref = reference.copy()
         ref.columns = [f"/forceset/{c}" for c in ref.columns]
-        ref_table = osim.TimeSeriesTable(
-            osim.StdVectorDouble([float(t) for t in ref.index]),
-            osim.Matrix(ref.to_numpy(dtype=float)), osim.StdVectorString(list(ref.columns)),
-        )
+        ref_table = osim.TimeSeriesTable()
+        labels = osim.StdVectorString()
+        for c in ref.columns:
+            labels.append(str(c))
+        ref_table.setColumnLabels(labels)
+        for t, row in zip(ref.index, ref.to_numpy(dtype=float), strict=True):
+            ref_table.appendRow(float(t), osim.RowVector.createFromMat(row))
         tracking = osim.MocoControlTrackingGoal("cocontraction", float(cocontraction_weight))
         tracking.setReference(osim.TableProcessor(ref_table))
         tracking.setAllowUnusedReferences(True)

@@ -1,14 +1,6 @@
 """Cross-subject leave-one-subject-out of the attention (with and without adversarial adaptation) and
 realtime estimators over a cohort of subjects with EMG (opt-in: `snakemake results/cohort/twin/loso.tsv`)."""
 
-COHORTS = ["twin", "biomechzoo"]
-
-
-def cohort_subjects(cohort):
-    """Subjects with EMG of a cohort: ids starting with '<cohort>-'."""
-    return [s for s in emg_subjects() if s.startswith(f"{cohort}-")]
-
-
 rule cohort_loso:
     """Leave each subject of the cohort out: attention, attention_da (gradient reversal), realtime."""
     input:
@@ -21,7 +13,7 @@ rule cohort_loso:
     output:
         loso="results/cohort/{cohort}/loso.tsv",
     wildcard_constraints:
-        cohort="|".join(COHORTS),
+        cohort="|".join(LOSO_COHORTS),
     log:
         "results/logs/cohort/{cohort}/loso.log",
     benchmark:

@@ -168,3 +168,11 @@ def report_inputs(w):
         "predictions": [res(s, m, "predictions") for m in methods_for(s)],
         "lomo": [res(s, m, "lomo") for m in methods_for(s)],
     }
+
+
+LOSO_COHORTS = ["twin", "biomechzoo"]
+
+
+def cohort_subjects(cohort):
+    """Subjects with EMG of a cohort: ids starting with '<cohort>-'."""
+    return [s for s in emg_subjects() if s.startswith(f"{cohort}-")]

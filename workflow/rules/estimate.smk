@@ -52,7 +52,7 @@ rule estimate:
         trial_dirs=lambda w: [res(w.subject, t) for t in dynamic_trials(w.subject)],
         settings=lambda w: {
             k: settings_for(w.subject).section(k).to_dict()
-            for k in ("physics", "mse", "nmm", "evaluation")
+            for k in Settings.typed_sections()
         },
         seed=config["seed"],
     script:
