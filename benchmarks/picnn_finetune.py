@@ -10,7 +10,8 @@ the last subject is the new one: a generic model is trained on the others (its t
 fine-tuned on each share and choice of ``picnn`` settings on the new subject's every dynamic trial.
 ``--synthetic`` uses :func:`musculo.physics.synthetic.synthetic_trials` (10 muscles, 2 coordinates,
 ``--frames`` frames per trial). ``seconds`` is wall time of :func:`musculo.estimators.transfer.fine_tune`
-(window building, the active choice, training), with ``--threads`` torch threads.
+(window building, the active choice, training), with ``--threads`` torch threads; ``cpu s`` the
+process CPU time over the same span (on a shared, loaded machine wall time overstates the cost).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def main() -> None:
     args = ap.parse_args()
     settings = load_settings("config/config.yaml", args.overlay)
     if args.synthetic or not args.subjects:
-        groups = {f"syn{i}": synthetic_trials(n_trials=2, n_frames=args.frames, n_muscles=10, seed=i)
-                  for i in range(4)}
+        groups = {
+            f"syn{i}": synthetic_trials(n_trials=2, n_frames=args.frames, n_muscles=10, seed=i)
+            for i in range(4)
+        }
     else:
         groups = {}
         for sid in args.subjects:
@@ -50,19 +53,20 @@ def main() -> None:
         groups = common_muscle_set(groups)
     new_id = list(groups)[-1]
     new = groups.pop(new_id)
-    print(f"{'threads':>7} {'step':>10} {'share':>6} {'windows':>8} {'seconds':>8}")
+    print(f"{'threads':>7} {'step':>10} {'share':>6} {'windows':>8} {'seconds':>8} {'cpu s':>8}")
     for threads in args.threads:
         cfg = dataclasses.replace(settings.picnn, threads=threads)
         torch.set_num_threads(threads)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         generic = GenericModel(cfg, physics=settings.physics, seed=settings.seed).fit(groups)
-        print(f"{threads:>7} {'generic':>10} {'':>6} {'':>8} {time.perf_counter() - t0:8.2f}")
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"{threads:>7} {'generic':>10} {'':>6} {'':>8} {seconds:8.2f} {cpu:8.2f}")
         for selection in cfg.selections:
             for share in cfg.shares:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 _, chosen = fine_tune(generic, new, share=share, selection=selection, seed=settings.seed)
-                seconds = time.perf_counter() - t0
-                print(f"{threads:>7} {selection:>10} {share:6.2f} {len(chosen):>8} {seconds:8.2f}")
+                seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+                print(f"{threads:>7} {selection:>10} {share:6.2f} {len(chosen):>8} {seconds:8.2f} {cpu:8.2f}")
 
 
 if __name__ == "__main__":

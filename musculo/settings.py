@@ -156,6 +156,7 @@ class PICNNSettings(Section):
     hidden: int
     dropout: float
     epochs: int
+    min_steps: int
     batch_size: int
     learning_rate: float
     weight_decay: float

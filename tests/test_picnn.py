@@ -131,3 +131,18 @@ def test_cohort_members():
         {"kids": ["biomechzoo-HC*"], "twins": ["twin-*"]}, ["biomechzoo-HC002D", "twin-a", "motonms-unipd"]
     )
     assert got == {"kids": ["biomechzoo-HC002D"], "twins": ["twin-a"]}
+
+
+def test_through_the_evaluation_driver(tmp_path):
+    from musculo.evaluation import run_evaluation
+    from musculo.physics.synthetic import write_trial_dir
+    from tests.helpers import synthetic_subject
+
+    trials = synthetic_trials(n_trials=2, n_frames=40, seed=6)
+    dirs = [write_trial_dir(t, tmp_path / "res" / t.name) for t in trials]
+    subject = synthetic_subject(tmp_path, hide=["m0"])
+    table = run_evaluation(method="picnn", subject=subject, trial_dirs=dirs, out_dir=tmp_path / "picnn",
+                           settings=_settings())
+    assert {"moment", "excitation"} <= set(table["quantity"])
+    assert (tmp_path / "picnn" / "predictions" / f"{trials[0].name}.forces.sto").is_file()
+    assert PICNNEstimator.load(tmp_path / "picnn" / "model").muscles_ == trials[0].muscles

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -342,8 +343,12 @@ def train(
     learning_rate: float,
     seed: int,
     parameters: Sequence[nn.Parameter] | None = None,
+    min_steps: int = 0,
 ) -> dict[str, float]:
-    """Adam on mini-batches of ``data`` for ``epochs`` epochs (only ``parameters`` when given); seeded."""
+    """Adam on mini-batches of ``data`` for ``epochs`` epochs (only ``parameters`` when given); seeded.
+
+    Small data sets get more epochs, so that training makes at least ``min_steps`` updates.
+    """
     if len(data) == 0:
         raise EstimatorError("picnn: no training samples")
     gen = torch.Generator().manual_seed(int(seed))
@@ -351,7 +356,8 @@ def train(
     opt = torch.optim.Adam(params, lr=learning_rate, weight_decay=cfg.weight_decay)
     parts: dict[str, float] = {}
     net.train()
-    for _ in range(int(epochs)):
+    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    for _ in range(max(int(epochs), math.ceil(min_steps / per_epoch))):
         order = torch.randperm(len(data), generator=gen)
         for start in range(0, len(data), cfg.batch_size):
             batch = data.take(order[start : start + cfg.batch_size])
@@ -426,6 +432,7 @@ class PICNNEstimator(Estimator):
                 epochs=self.cfg.epochs,
                 learning_rate=self.cfg.learning_rate,
                 seed=self.seed,
+                min_steps=self.cfg.min_steps,
             )
         logger.info("picnn: fitted on %d samples, final batch losses %s", len(data), self.losses_)
         return self

@@ -111,6 +111,7 @@ class GenericModel:
                 epochs=self.cfg.epochs,
                 learning_rate=self.cfg.learning_rate,
                 seed=self.seed,
+                min_steps=self.cfg.min_steps,
             )
         logger.info("picnn generic model: %d subjects, %d samples, losses %s", len(groups), len(data), parts)
         return self
@@ -205,21 +206,17 @@ def fine_tune(
     assert net is not None
     for p in net.features.parameters():
         p.requires_grad_(False)
-    # a small share gets more epochs, so that it still makes finetune_min_steps updates
-    steps = max(1, math.ceil(n / cfg.batch_size))
-    epochs = max(
-        cfg.finetune_epochs, min(20 * cfg.finetune_epochs, math.ceil(cfg.finetune_min_steps / steps))
-    )
     with torch_threads(cfg.threads):
         est.losses_ = train(
             net,
             est.norm_,
             data.take(chosen),
             cfg,
-            epochs=epochs,  # type: ignore[arg-type]
+            epochs=cfg.finetune_epochs,  # type: ignore[arg-type]
             learning_rate=cfg.finetune_learning_rate,
             seed=seed,
             parameters=list(net.head.parameters()),
+            min_steps=cfg.finetune_min_steps,
         )
     return est, chosen
 

@@ -210,21 +210,6 @@ def pelvis_residuals(id_table: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-SOLVER = "MocoInverse"
-"""OpenSim tool whose solution is a twin's truth (no estimator or pipeline stage uses Moco)."""
-
-MUSCLE_MODEL = "DeGrooteFregly2016Muscle"
-"""Muscle model of the truth problem (the pipeline's models use Millard2012EquilibriumMuscle)."""
-
-COCONTRACTION_PAIRS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "hip_flexion": (("iliopsoas", "rect_fem"), ("glut_max", "hamstrings")),
-    "knee_angle": (("vasti", "rect_fem"), ("hamstrings", "bifemsh", "gastroc")),
-    "ankle_angle": (("tib_ant",), ("soleus", "gastroc")),
-}
-"""Per joint, the flexor (or dorsiflexor) and extensor (or plantarflexor) groups of one co-contraction
-synergy (muscle names without side suffix)."""
-
-
 @dataclass
 class MuscleSolution:
     """Muscle states of a MocoInverse solution, on its mesh times."""
@@ -238,86 +223,35 @@ class MuscleSolution:
     """(T, M) tendon force, N."""
     reserves: dict[str, np.ndarray]
     """coordinate -> (T,) reserve actuator generalized force (N m or N)."""
-    info: dict[str, Any]
-    """Solver facts: status, iterations, objective, seconds, mesh intervals, goal weights."""
 
 
-def cocontraction_reference(
-    *, time: np.ndarray, moments: np.ndarray, coordinates: list[str], muscles: list[str],
-    base: float, gain: float, rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """Synergy-structured co-contraction excitations (T, M) that the truth problem tracks.
-
-    One synergy per joint of :data:`COCONTRACTION_PAIRS`: its activation is
-    ``base + gain * |tau| / max|tau|`` (co-contraction rises with the joint's load, ``moments`` (T, C)
-    in ``coordinates`` order) and drives every muscle of both antagonist groups with a weight drawn in
-    [0.6, 1.0] (1 without ``rng``). A muscle in several synergies takes the largest drive.
-    """
-    ref = np.zeros((len(time), len(muscles)))
-    for joint, (flexors, extensors) in COCONTRACTION_PAIRS.items():
-        for side in SIDES:
-            coord = f"{joint}_{side}"
-            if coord not in coordinates:
-                continue
-            tau = np.abs(moments[:, coordinates.index(coord)])
-            level = base + gain * tau / max(float(tau.max()), 1e-9)
-            for base_name in flexors + extensors:
-                m = f"{base_name}_{side}"
-                if m in muscles:
-                    w = 1.0 if rng is None else float(rng.uniform(0.6, 1.0))
-                    j = muscles.index(m)
-                    ref[:, j] = np.maximum(ref[:, j], w * level)
-    return np.clip(ref, 0.0, 1.0)
-
-
-def solve_truth(
-    *, model_file: str | os.PathLike[str], coordinates: str | os.PathLike[str],
-    external_loads: str | os.PathLike[str], mesh_interval: float, reference: pd.DataFrame | None = None,
-    cocontraction_weight: float = 1.0, reserve_strength: float = 200.0, reserve_weight: float = 20.0,
-    residual_strength: float = 1000.0, residual_weight: float = 100.0, tolerance: float = 1e-2,
-    compliant_tendons: bool = True, max_iterations: int = 1000,
+def solve_excitations(
+    *, model: Any, coordinates: str | os.PathLike[str], external_loads: str | os.PathLike[str],
+    mesh_interval: float, reserve_strength: float = 20.0, tolerance: float = 1e-3,
+    compliant_tendons: bool = True,
 ) -> MuscleSolution:
-    """The truth: MocoInverse with DeGroote-Fregly 2016 muscles, excitation effort + co-contraction.
+    """Muscle excitations reproducing the motion: MocoInverse with compliant tendons.
 
-    The true model's Millard muscles are replaced by DeGroote-Fregly 2016 muscles (with implicit
-    tendon compliance dynamics if ``compliant_tendons``) with first-order activation dynamics. The
-    cost is the squared excitation effort plus ``cocontraction_weight`` times the squared distance
-    of the excitations to ``reference`` (columns: muscle names; e.g. :func:`cocontraction_reference`),
-    plus weighted reserve (joints) and residual (pelvis) actuator effort. Raises
-    :class:`TwinDynamicsError` when the solver does not converge.
+    ``model`` is the true model (Millard muscles are replaced by DeGroote-Fregly 2016 muscles with
+    implicit tendon compliance dynamics); reserve actuators of ``reserve_strength`` on every
+    coordinate take up what the muscles cannot (their use is penalised by the squared-control cost).
     """
-    import time as _time
-
     import opensim as osim
 
-    model = osim.Model(str(Path(model_file).resolve()))
     processor = osim.ModelProcessor(model)
     processor.append(osim.ModOpAddExternalLoads(str(Path(external_loads).resolve())))
     processor.append(osim.ModOpReplaceMusclesWithDeGrooteFregly2016())
-    processor.append(osim.ModOpIgnorePassiveFiberForcesDGF())
     processor.append(osim.ModOpScaleActiveFiberForceCurveWidthDGF(1.5))
+    processor.append(osim.ModOpIgnorePassiveFiberForcesDGF())
     if compliant_tendons:
         processor.append(osim.ModOpUseImplicitTendonComplianceDynamicsDGF())
     else:
         processor.append(osim.ModOpIgnoreTendonCompliance())
-    processor.append(osim.ModOpAddReserves(1.0, 1.0, True))
-    solved = processor.process()
-    reserve_paths: dict[str, str] = {}
-    for i in range(solved.getForceSet().getSize()):
-        actuator = osim.CoordinateActuator.safeDownCast(solved.updForceSet().get(i))
-        if actuator is None:
-            continue
-        coord = actuator.get_coordinate()
-        actuator.setOptimalForce(residual_strength if coord.startswith("pelvis") else reserve_strength)
-        reserve_paths[coord] = f"/forceset/{actuator.getName()}"
-    solved.finalizeConnections()
-    solved.initSystem()
-    muscles = [solved.getMuscles().get(i).getName() for i in range(solved.getMuscles().getSize())]
+    processor.append(osim.ModOpAddReserves(reserve_strength, 1.0, True))
     table = osim.TableProcessor(str(Path(coordinates).resolve()))
-    table.append(osim.TabOpUseAbsoluteStateNames())
     inverse = osim.MocoInverse()
-    inverse.setName("twin_truth")
-    inverse.setModel(osim.ModelProcessor(solved))
+    inverse.setName("twin")
+    inverse.setModel(processor)
     inverse.setKinematics(table)
     times = read_sto(coordinates).index
     inverse.set_initial_time(float(times[0]))
@@ -326,64 +260,51 @@ def solve_truth(
     inverse.set_kinematics_allow_extra_columns(True)
     inverse.set_convergence_tolerance(tolerance)
     inverse.set_constraint_tolerance(tolerance)
-    inverse.set_max_iterations(max_iterations)
-    study = inverse.initialize()
-    problem = study.updProblem()
-    effort = osim.MocoControlGoal.safeDownCast(problem.updGoal("excitation_effort"))
-    for coord, path in reserve_paths.items():
-        effort.setWeightForControl(path, residual_weight if coord.startswith("pelvis") else reserve_weight)
-    weights = {"effort": 1.0, "cocontraction": 0.0}
-    if reference is not None and cocontraction_weight > 0:
-        ref = reference.copy()
-        ref.columns = [f"/forceset/{c}" for c in ref.columns]
-        ref_table = osim.TimeSeriesTable()
-        labels = osim.StdVectorString()
-        for c in ref.columns:
-            labels.append(str(c))
-        ref_table.setColumnLabels(labels)
-        for t, row in zip(ref.index, ref.to_numpy(dtype=float), strict=True):
-            ref_table.appendRow(float(t), osim.RowVector.createFromMat(row))
-        tracking = osim.MocoControlTrackingGoal("cocontraction", float(cocontraction_weight))
-        tracking.setReference(osim.TableProcessor(ref_table))
-        tracking.setAllowUnusedReferences(True)
-        problem.addGoal(tracking)
-        weights["cocontraction"] = float(cocontraction_weight)
-    start = _time.perf_counter()
-    solution = study.solve()
-    seconds = _time.perf_counter() - start
-    info = {
-        "solver": SOLVER, "muscle_model": MUSCLE_MODEL, "compliant_tendons": bool(compliant_tendons),
-        "success": bool(solution.success()), "status": str(solution.getStatus()),
-        "iterations": int(solution.getNumIterations()), "seconds": round(seconds, 2),
-        "mesh_interval": float(mesh_interval), "weights": weights,
-    }
+    result = inverse.solve()
+    solution = result.getMocoSolution()
     if not solution.success():
         solution.unseal()
         raise TwinDynamicsError(
-            f"{coordinates}: MocoInverse did not converge ({solution.getStatus()}, "
-            f"{solution.getNumIterations()} iterations); raise twin.moco.mesh_interval or shorten the trial"
+            f"{coordinates}: MocoInverse did not converge ({solution.getStatus()}); "
+            "shorten the trial or raise twin.mesh_interval"
         )
-    info["objective"] = float(solution.getObjective())
+    study = inverse.initialize()
+    solved_model = study.getProblem().createRep().getModelBase()
+    solved_model.initSystem()
+    muscles = [solved_model.getMuscles().get(i).getName()
+               for i in range(solved_model.getMuscles().getSize())]  # fmt: skip
     time = np.array(solution.getTimeMat()).ravel()
     control_names = list(solution.getControlNames())
     controls = np.array(solution.getControlsTrajectoryMat())
     state_names = list(solution.getStateNames())
     states = np.array(solution.getStatesTrajectoryMat())
-    excitation = np.column_stack([controls[:, control_names.index(f"/forceset/{m}")] for m in muscles])
+
+    def control(path: str) -> np.ndarray:
+        return controls[:, control_names.index(path)]
+
+    excitation = np.column_stack(
+        [control(f"/forceset/{m}") for m in muscles]
+    )
     activation = np.column_stack(
         [states[:, state_names.index(f"/forceset/{m}/activation")] for m in muscles]
     )
     outputs = osim.StdVectorString()
     outputs.append(".*tendon_force")
-    analysed = study.analyze(solution, outputs)
-    labels = list(analysed.getColumnLabels())
-    mat = analysed.getMatrix().to_numpy()
+    table_out = study.analyze(solution, outputs)
+    labels = list(table_out.getColumnLabels())
+    mat = table_out.getMatrix().to_numpy()
     force = np.column_stack([mat[:, labels.index(f"/forceset/{m}|tendon_force")] for m in muscles])
     reserves = {}
-    for coord, path in reserve_paths.items():
-        strength = residual_strength if coord.startswith("pelvis") else reserve_strength
-        reserves[coord] = controls[:, control_names.index(path)] * strength
-    logger.info("MocoInverse truth: %d mesh points, objective %.4g, %d iterations, %.1f s",
-                len(time), info["objective"], info["iterations"], seconds)
-    return MuscleSolution(time=time, muscles=muscles, excitation=excitation, activation=activation,
-                          force=force, reserves=reserves, info=info)
+    for name in control_names:
+        if name.startswith("/forceset/reserve_"):
+            coord = name.rsplit("/", 1)[-1].removeprefix("reserve_")
+            coord = coord.split("jointset_")[-1].split("_", 1)[-1] if "jointset_" in coord else coord
+            reserves[coord] = controls[:, control_names.index(name)] * reserve_strength
+    logger.info(
+        "MocoInverse: %d mesh points, objective %.4g, %d iterations",
+        len(time), solution.getObjective(), solution.getNumIterations(),
+    )
+    return MuscleSolution(
+        time=time, muscles=muscles, excitation=excitation, activation=activation, force=force,
+        reserves=reserves,
+    )

@@ -176,3 +176,9 @@ LOSO_COHORTS = ["twin", "biomechzoo"]
 def cohort_subjects(cohort):
     """Subjects with EMG of a cohort: ids starting with '<cohort>-'."""
     return [s for s in emg_subjects() if s.startswith(f"{cohort}-")]
+
+
+def contact_tables(s):
+    """Joint contact-force tables of subject s (config contact.methods that ran for it)."""
+    methods = [m for m in config["contact"]["methods"] if m == "so" or m in methods_for(s)]
+    return [res(s, "contact", m, "evaluation.tsv") for m in methods]

@@ -63,6 +63,7 @@ rule evaluate:
     """Concatenate the methods' evaluation tables into results/<s>/evaluation.tsv."""
     input:
         tables=lambda w: [res(w.subject, m, "evaluation.tsv") for m in methods_for(w.subject)]
+        + contact_tables(w.subject)
         + (
             [res(w.subject, "truth", "evaluation.tsv")]
             if subject(w.subject).is_twin
