@@ -35,7 +35,7 @@ def share_figure(summary: pd.DataFrame, *, title: str = "") -> Figure:
             rows = mean[mean["variant"] == variant].sort_values("share")
             if not rows.empty:
                 ax.plot(rows["share"], rows["value"], marker, color=colour, label=variant)
-        ax.set_xlabel("fine-tuned share of the subject's windows (%)")
+        ax.set_xlabel("fine-tuned share (%)", fontsize=8)
         ax.set_title(label, fontsize=9)
     axes[0].legend(fontsize=7)
     if title:

@@ -4,35 +4,6 @@ Opt-in target: ``snakemake --cores N picnn_all`` (the registered ``picnn`` estim
 the generic ``estimate`` rule when it is listed in evaluation.methods).
 """
 
-import fnmatch
-
-PICNN_FILES = ["muscle_analysis.npz", "id.sto", "emg.sto", "so_activation.sto", "events.json"]
-
-
-def picnn_cohorts():
-    """Cohort name -> its EMG subjects (config picnn.cohorts patterns); cohorts of one subject are dropped."""
-    out = {}
-    for name, patterns in config["picnn"]["cohorts"].items():
-        members = sorted(s for s in emg_subjects() if any(fnmatch.fnmatchcase(s, p) for p in patterns))
-        if len(members) >= 2:
-            out[name] = members
-    return out
-
-
-def picnn_cohort_of(s):
-    """The cohort of subject s (None: no cohort; transfer rows are from scratch only)."""
-    return next((c for c, members in picnn_cohorts().items() if s in members), None)
-
-
-def picnn_members(cohort):
-    """Member -> its dynamic trial folders."""
-    return {m: [res(m, t) for t in dynamic_trials(m)] for m in picnn_cohorts()[cohort]}
-
-
-def picnn_member_files(cohort):
-    return [f for m in picnn_cohorts()[cohort] for f in trial_files(m, PICNN_FILES)]
-
-
 wildcard_constraints:
     cohort="|".join(picnn_cohorts()) or "NONE",
 
@@ -59,16 +30,6 @@ rule cohort_picnn:
         members=lambda w: picnn_members(w.cohort),
     script:
         "../scripts/picnn_cohort.py"
-
-
-def picnn_transfer_inputs(w):
-    s = w.subject
-    cohort = picnn_cohort_of(s)
-    inputs = {"subject": f"subjects/{s}/subject.yaml", "trials": trial_files(s, PICNN_FILES)}
-    if cohort:
-        inputs["members"] = picnn_member_files(cohort)
-        inputs["generic"] = f"results/cohorts/{cohort}/picnn/{s}/generic.json"
-    return inputs
 
 
 rule picnn_transfer:

@@ -1,5 +1,6 @@
 """Subject and trial helpers shared by the rules (logic lives in the musculo package)."""
 
+import fnmatch
 import re
 from pathlib import Path
 
@@ -182,3 +183,43 @@ def contact_tables(s):
     """Joint contact-force tables of subject s (config contact.methods that ran for it)."""
     methods = [m for m in config["contact"]["methods"] if m == "so" or m in methods_for(s)]
     return [res(s, "contact", m, "evaluation.tsv") for m in methods]
+
+
+# --- PI-CNN cohorts (workflow/rules/cohort_picnn.smk) ---
+PICNN_FILES = ["muscle_analysis.npz", "id.sto", "emg.sto", "so_activation.sto", "events.json"]
+
+
+def picnn_cohorts():
+    """Cohort name -> its EMG subjects (config picnn.cohorts patterns); cohorts of one subject are dropped."""
+    out = {}
+    for name, patterns in config["picnn"]["cohorts"].items():
+        members = sorted(s for s in emg_subjects() if any(fnmatch.fnmatchcase(s, p) for p in patterns))
+        if len(members) >= 2:
+            out[name] = members
+    return out
+
+
+def picnn_cohort_of(s):
+    """The cohort of subject s (None: no cohort; transfer rows are from scratch only)."""
+    return next((c for c, members in picnn_cohorts().items() if s in members), None)
+
+
+def picnn_members(cohort):
+    """Member -> its dynamic trial folders."""
+    return {m: [res(m, t) for t in dynamic_trials(m)] for m in picnn_cohorts()[cohort]}
+
+
+def picnn_member_files(cohort):
+    """Every trial file the members of a PI-CNN cohort contribute."""
+    return [f for m in picnn_cohorts()[cohort] for f in trial_files(m, PICNN_FILES)]
+
+
+def picnn_transfer_inputs(w):
+    """Inputs of a subject's PI-CNN transfer job (its cohort's generic model when it has a cohort)."""
+    s = w.subject
+    cohort = picnn_cohort_of(s)
+    inputs = {"subject": f"subjects/{s}/subject.yaml", "trials": trial_files(s, PICNN_FILES)}
+    if cohort:
+        inputs["members"] = picnn_member_files(cohort)
+        inputs["generic"] = f"results/cohorts/{cohort}/picnn/{s}/generic.json"
+    return inputs
