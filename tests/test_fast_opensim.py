@@ -104,7 +104,7 @@ def test_polynomial_terms_follow_opensim_order():
         ours, grad = paths.evaluate(q=x, coordinates=names)
         f = opensim.MultivariatePolynomialFunction(opensim.Vector(coefs.tolist()), dim, order)
         assert ours[0, 0] == pytest.approx(f.calcValue(opensim.Vector(x[0].tolist())), abs=1e-12)
-        d0 = f.calcDerivative(opensim.StdVectorInt([0]), opensim.Vector(x[0].tolist()))
+        d0 = f.calcDerivative([0], opensim.Vector(x[0].tolist()))
         assert -grad[0, 0, 0] == pytest.approx(d0, abs=1e-12)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import settings
 
 from musculo.estimators import registry
 from musculo.estimators.picnn import MomentArmModel, PICNNEstimator, physics_loss, reference_forces
 from musculo.estimators.transfer import GenericModel, cohort_members, fine_tune, transfer_evaluation
 from musculo.physics.synthetic import synthetic_trials
-from tests.helpers import settings
 
 SMALL = {
     "window": 8,
@@ -134,9 +134,10 @@ def test_cohort_members():
 
 
 def test_through_the_evaluation_driver(tmp_path):
+    from helpers import synthetic_subject
+
     from musculo.evaluation import run_evaluation
     from musculo.physics.synthetic import write_trial_dir
-    from tests.helpers import synthetic_subject
 
     trials = synthetic_trials(n_trials=2, n_frames=40, seed=6)
     dirs = [write_trial_dir(t, tmp_path / "res" / t.name) for t in trials]

@@ -275,8 +275,8 @@ def test_truth_evaluation_on_synthetic_predictions(twin_dir, tmp_path):
     exact = pd.DataFrame({"iliopsoas_r": u[:, muscles.index("iliopsoas_r")],
                           "rect_fem_r": 2 * u[:, muscles.index("rect_fem_r")]},
                          index=pd.Index(time, name="time"))
-    write_sto(results / "mse" / "squat1.excitations.sto", exact)
-    write_sto(results / "nmm" / "squat1.excitations.sto",
+    write_sto(results / "mse" / "predictions" / "squat1.excitations.sto", exact)
+    write_sto(results / "nmm" / "predictions" / "squat1.excitations.sto",
               pd.DataFrame({"iliopsoas_r": exact["iliopsoas_r"].to_numpy()[::-1]}, index=exact.index))
     q = pd.DataFrame(np.degrees(truth["squat1/q"][:, 3:6]) + 1.0,
                      columns=["hip_flexion_r", "knee_angle_r", "ankle_angle_r"], index=exact.index)

@@ -49,8 +49,15 @@ def expected_counts(ids: list[str]) -> dict[str, int]:
     # one generic estimate job per (subject, registered method); EMG methods only for EMG subjects
     methods = load_config(REPO / "config" / "config.yaml")["evaluation"]["methods"]
     counts["estimate"] = sum(len(emg) if registry.get(m).needs_emg else n for m in methods)
+    # joint contact forces: one JointReaction per (subject, contact method, dynamic trial)
+    contact = load_config(REPO / "config" / "config.yaml")["contact"]["methods"]
+    for_subject = [[m for m in contact if m == "so" or s.emg_channels] for s in subjects]
+    counts["joint_reaction"] = sum(len(ms) * len(s.trial_names("dynamic"))
+                                   for ms, s in zip(for_subject, subjects, strict=True))
+    counts["contact_forces"] = sum(len(ms) for ms in for_subject)
     twins = [s for s in subjects if s.is_twin]
     counts["twin_truth"] = len(twins)
+    counts["contact_truth"] = len(twins)
     counts.update({"twin_generate_" + s.id.replace("-", "_").replace(".", "_"): 1 for s in twins})
     return counts
 
