@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 from test_report import assert_cells_match, assert_images_embedded, parse
 
+from musculo.report.collect import read_evaluation
 from musculo.subject import discover_subjects, load_subject
 
 SUBJECTS = discover_subjects(REPO / "subjects")
@@ -28,7 +29,7 @@ def test_subject_processed_end_to_end(workflow_run, sid):
             assert (res / trial / name).stat().st_size > 0, f"{sid}/{trial}/{name}"
     quality = pd.read_csv(res / "quality.tsv", sep="\t")
     assert {"scale", "ik", "id", "so"} <= set(quality["stage"])
-    evaluation = pd.read_csv(res / "evaluation.tsv", sep="\t")
+    evaluation = read_evaluation(res / "evaluation.tsv")
     assert list(evaluation.columns) == [
         "subject",
         "trial",

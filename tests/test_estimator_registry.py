@@ -10,12 +10,12 @@ import subprocess
 import sys
 import textwrap
 
-import pandas as pd
 import pytest
 from conftest import REPO
 
 from musculo.estimators import registry
 from musculo.evaluation import run_evaluation
+from musculo.report.collect import read_evaluation
 from musculo.settings import load_settings
 from musculo.subject import load_subject
 
@@ -66,7 +66,7 @@ def test_toy_estimator_rows_through_the_workflow_with_only_declared_inputs(workf
          "--config", f"subjects=[{sid}]", f"results/{sid}/evaluation.tsv"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "results" / sid / "evaluation.tsv", sep="\t")
+    table = read_evaluation(tmp_path / "results" / sid / "evaluation.tsv")
     assert set(table["method"]) == {"toy"}
     assert set(table.loc[table["quantity"] == "moment", "trial"]) == set(subject.trial_names("dynamic"))
     for trial in subject.trial_names("dynamic"):
