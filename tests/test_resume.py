@@ -26,16 +26,23 @@ def _workdir(tmp_path: Path) -> Path:
 
 
 def _snakemake(cwd: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/ci.yaml",
-           "--config", f"subjects=[{SUBJECT}]", *extra, *TARGETS]
+    cmd = [sys.executable, "-m", "snakemake", *TARGETS, *extra, "--cores", "1",
+           "--configfile", "config/ci.yaml", "--config", f"subjects=[{SUBJECT}]"]
     return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
 
+def _unlock(cwd: Path) -> None:
+    """What a user does after a killed run: release Snakemake's lock."""
+    subprocess.run([sys.executable, "-m", "snakemake", *TARGETS, "--unlock", "--configfile", "config/ci.yaml",
+                    "--config", f"subjects=[{SUBJECT}]"], cwd=cwd, check=True, capture_output=True)
+
+
 def _kill_when(cwd: Path, marker: str, sig: signal.Signals, timeout: float = 600) -> None:
-    """Start a run and send ``sig`` to its whole process group once ``marker`` exists."""
-    proc = _snakemake(cwd)
+    """Resume a run and send ``sig`` to its whole process group once ``marker`` exists."""
+    _unlock(cwd)
+    proc = _snakemake(cwd, "--rerun-incomplete")
     deadline = time.monotonic() + timeout
     while not (cwd / marker).exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -54,8 +61,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(workflow_run, tmp_path):
     _kill_when(cwd, f"results/{SUBJECT}/walk1/markers.trc", signal.SIGINT)
     _kill_when(cwd, f"results/{SUBJECT}/walk1/ik.mot", signal.SIGKILL)
     _kill_when(cwd, f"results/{SUBJECT}/walk1/muscle_analysis.npz", signal.SIGKILL)
-    subprocess.run([sys.executable, "-m", "snakemake", "--unlock", *TARGETS], cwd=cwd, check=True,
-                   capture_output=True)
+    _unlock(cwd)
     proc = _snakemake(cwd, "--rerun-incomplete")
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode == 0, out[-4000:]
