@@ -70,42 +70,10 @@ OUTPUTS = ("synergy", "direct")
 
 
 @dataclass(frozen=True)
-class NMMConfig:
+class NMMConfig(NMMSettings):
     """Training configuration: the config section ``nmm`` (:class:`musculo.settings.NMMSettings`,
     defaults from the schema) plus the seed."""
 
-    window: float
-    stride: float
-    max_windows: int
-    batch_size: int
-    epochs: int
-    patience: int
-    val_fraction: float
-    learning_rate: float
-    physics_learning_rate: float
-    weight_decay: float
-    grad_clip: float
-    channels: int
-    kernel_size: int
-    dilations: tuple[int, ...]
-    dropout: float
-    input_dropout: float
-    init_excitation: float
-    kinematics_inputs: bool
-    moment_weight: float
-    consistency_weight: float
-    smoothness_weight: float
-    magnitude_weight: float
-    physics_parameters: tuple[str, ...]
-    output: str
-    n_synergies: int | None
-    vaf_threshold: float
-    max_synergies: int
-    synergy_modulation: float
-    residual_bound: float
-    threads: int
-    start_from_calibration: bool
-    fold_calibration: bool
     seed: int
 
     @classmethod
