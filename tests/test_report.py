@@ -484,9 +484,12 @@ def test_snakemake_rules_build_reports_and_snakemake_report(cohort: Path, tmp_pa
     (work / "Snakefile").write_text(textwrap.dedent(f"""\
         configfile: "config.yaml"
         report: "{REPO / 'workflow' / 'report' / 'workflow.rst'}"
-        SUBJECTS = ["S01", "S02"]
+        SUBJECTS = VALID_SUBJECTS = ["S01", "S02"]
+        SUBJECT_ERRORS = {{}}
         def res(s, *parts):
             return "/".join(["results", s, *parts])
+        def report_inputs(w):
+            return {{}}
         include: "{rules / 'report.smk'}"
         rule all:
             input: "results/summary.html"
