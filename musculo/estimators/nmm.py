@@ -38,13 +38,12 @@ windows is held out for early stopping, and the weights of the best held-out epo
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -62,6 +61,7 @@ from musculo.estimators.registry import EstimatorSpec
 from musculo.io.atomic import atomic_output
 from musculo.physics.data import MuscleParameters, TrialData
 from musculo.physics.muscle import DTYPE, MuscleModel, model_for, muscle_model
+from musculo.physics.optim import torch_settings
 from musculo.settings import NMMSettings, PhysicsSettings, Settings, as_physics
 
 WEIGHTS_FILE = "weights.pt"
@@ -127,21 +127,6 @@ def frame_activations(excitation: np.ndarray, synergies: np.ndarray) -> np.ndarr
     data = np.clip(np.asarray(excitation, dtype=float), 0.0, None)
     basis = np.ascontiguousarray(np.asarray(synergies, dtype=float).T)
     return np.stack([nnls(basis, row)[0] for row in data]) if len(data) else np.zeros((0, len(synergies)))
-
-
-@contextlib.contextmanager
-def _torch_settings(*, threads: int) -> Iterator[None]:
-    """Deterministic algorithms (and optionally a thread count) inside the block, restored after."""
-    det = torch.are_deterministic_algorithms_enabled()
-    n_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(det)
-        torch.set_num_threads(n_threads)
 
 
 class NMMModule(torch.nn.Module):
@@ -497,7 +482,7 @@ class NMMEstimator(Estimator):
         start = self.calibration
         if start is None and self.config.fold_calibration:
             start = self._fold_calibration(seen)
-        with _torch_settings(threads=self.config.threads):
+        with torch_settings(threads=self.config.threads):
             module = build_module(seen, cfg=self.config, physics=self.physics_config, calibration=start)
             self.training_ = train_nmm(module, seen, cfg=self.config)
         self.module_, self.hidden_, self.dt_ = module, hidden, dt

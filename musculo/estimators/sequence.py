@@ -19,12 +19,11 @@ features (:meth:`SequenceEstimator._extra_features`).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -39,6 +38,7 @@ from musculo.errors import EstimatorError, InputDataError
 from musculo.estimators.base import Estimator, Prediction, prediction_from_arrays
 from musculo.io.atomic import atomic_output
 from musculo.physics.data import TrialData
+from musculo.physics.optim import torch_settings
 
 WEIGHTS_FILE = "weights.pt"
 STATE_FILE = "state.json"
@@ -107,21 +107,6 @@ def activation_dynamics(excitation: np.ndarray, *, dt: float, tau: float) -> np.
     for t in range(1, len(u)):
         out[t] = out[t - 1] + alpha * (u[t] - out[t - 1])
     return out
-
-
-@contextlib.contextmanager
-def torch_settings(*, threads: int) -> Iterator[None]:
-    """Deterministic algorithms (and a thread count when > 0) inside the block, restored after."""
-    det = torch.are_deterministic_algorithms_enabled()
-    n_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(det)
-        torch.set_num_threads(n_threads)
 
 
 def check_trials(trials: Sequence[TrialData], method: str) -> tuple[list[str], list[str], float]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -57,3 +58,21 @@ def minimize_lbfgsb(
     assign(res.x)
     logger.debug("L-BFGS-B: %s after %d iterations (loss %.6g)", res.message, res.nit, res.fun)
     return {"loss": float(res.fun), "iterations": int(res.nit), "evaluations": int(res.nfev)}
+
+
+@contextlib.contextmanager
+def torch_settings(*, threads: int) -> Iterator[None]:
+    """Deterministic torch algorithms (and a thread count when > 0) inside the block, restored after.
+
+    Every torch fit of musculo runs inside it, so the same seed gives the same numbers.
+    """
+    det = torch.are_deterministic_algorithms_enabled()
+    n_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det)
+        torch.set_num_threads(n_threads)
