@@ -72,6 +72,19 @@ def run_tool(tool: str, kwargs: dict[str, Any], work: Path) -> tuple[float, floa
     return wall, float(rss.read_text()) / 1024.0, payload["result"]
 
 
+def on_times(times: np.ndarray, values: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``values`` (T, ...) sampled at ``times`` linearly interpolated at ``target`` times.
+
+    OpenSim's AnalyzeTool resamples a coordinates file whose time step is not uniform (e.g. 60 Hz
+    with rounded times) on its own grid, so the two methods' frames are compared at OpenSim's times.
+    """
+    if len(times) == len(target) and np.allclose(times, target, atol=1e-6):
+        return values
+    flat = values.reshape(len(times), -1)
+    out = np.column_stack([np.interp(target, times, flat[:, k]) for k in range(flat.shape[1])])
+    return out.reshape((len(target), *values.shape[1:]))
+
+
 def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     """Time the fit, both muscle analyses and both static optimisations for every dynamic trial."""
     from musculo.io.tables import read_sto
@@ -100,7 +113,7 @@ def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, An
             "sampling_bounds_deg": fit_cfg["bounds_deg"],
             "max_order": fit_cfg["max_order"],
             "moment_arm_threshold": fit_cfg["moment_arm_threshold"],
-            "threads": fit_cfg["threads"],
+            "seed": cfg["seed"],
         },
         out,
     )
@@ -142,8 +155,11 @@ def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, An
             )
         a, b = np.load(t_dir / "fast.npz"), np.load(t_dir / "os.npz")
         muscles, coords = [str(m) for m in a["muscles"]], [str(c) for c in a["coordinates"]]
-        len_rms = np.sqrt(np.mean((a["mtu_length"] - b["mtu_length"]) ** 2, axis=0))
-        arm_rms = np.sqrt(np.mean((a["moment_arm"] - b["moment_arm"]) ** 2, axis=0))
+        inside = (b["time"] >= a["time"][0] - 1e-9) & (b["time"] <= a["time"][-1] + 1e-9)
+        ref_t = b["time"][inside]
+        a_len, a_arm = (on_times(a["time"], a[k], ref_t) for k in ("mtu_length", "moment_arm"))
+        len_rms = np.sqrt(np.mean((a_len - b["mtu_length"][inside]) ** 2, axis=0))
+        arm_rms = np.sqrt(np.mean((a_arm - b["moment_arm"][inside]) ** 2, axis=0))
         lm, (am, ac) = int(np.argmax(len_rms)), np.unravel_index(np.argmax(arm_rms), arm_rms.shape)
         frames = int(a["time"].size)
         rows.append(
@@ -183,7 +199,11 @@ def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, An
             )
         fa, fb = read_sto(t_dir / "fast_act.sto"), read_sto(t_dir / "os_act.sto")
         cols = [c for c in fb.columns if not c.startswith(("reserve_", "residual_")) and c in muscles]
-        act_rms = np.sqrt(np.mean((fa[cols].to_numpy() - fb[cols].to_numpy()) ** 2, axis=0))
+        tb = fb.index.to_numpy(dtype=float)
+        ta = fa.index.to_numpy(dtype=float)
+        keep = (tb >= ta[0] - 1e-9) & (tb <= ta[-1] + 1e-9)
+        a_act = on_times(ta, fa[cols].to_numpy(), tb[keep])
+        act_rms = np.sqrt(np.mean((a_act - fb[cols].to_numpy()[keep]) ** 2, axis=0))
         k = int(np.argmax(act_rms))
         rows.append(
             {

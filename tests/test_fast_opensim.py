@@ -1,6 +1,6 @@
 """The fast OpenSim path against OpenSim's own tools on real data (gait10dof18musc-subject01).
 
-Polynomial muscle paths (OpenSim's PolynomialPathFitter, evaluated in numpy) against OpenSim's
+Polynomial muscle paths (fitted to OpenSim's lengths and moment arms, evaluated in numpy) against OpenSim's
 MuscleAnalysis, and the batched static optimisation against OpenSim's StaticOptimization, on the
 reference scaled model and IK of the walk (60 frames). Each OpenSim tool runs in its own process.
 Limits (issue 14): length and moment-arm RMS <= 1 mm per muscle and coordinate, activation RMS
@@ -42,9 +42,11 @@ def g10(tmp_path_factory):
         model=files["model"],
         coordinates_mots=[files["ik"]],
         paths_out=str(out / "paths.json"),
+        path_set_out=str(out / "function_based_paths.xml"),
         max_fit_frames=30,
         samples_per_frame=15,
         max_order=8,
+        seed=7,
     )
     common = {"model": files["model"], "coordinates_mot": files["ik"], "max_frames": FRAMES}
     for tool, prefix in (("muscle_analysis", "os"), ("muscle_analysis_polynomial", "poly")):
@@ -88,7 +90,42 @@ def g10(tmp_path_factory):
         setup_out=str(out / "b_so_setup.xml"),
         reserves_out=str(out / "b_reserves.json"),
     )
-    return out, fit
+    return out, fit, files
+
+
+def test_path_fit_is_reproducible_and_opensim_reads_it(g10, tmp_path):
+    out, _, files = g10
+    again = run_isolated(
+        "path_fit",
+        model=files["model"],
+        coordinates_mots=[files["ik"]],
+        paths_out=str(tmp_path / "paths.json"),
+        max_fit_frames=30,
+        samples_per_frame=15,
+        max_order=8,
+        seed=7,
+    )
+    first, second = (json.loads(p.read_text()) for p in (out / "paths.json", tmp_path / "paths.json"))
+    assert first["paths"] == second["paths"]  # the same seed gives the same polynomials, bit for bit
+    assert again["worst_length"] == list(first["sampled_rmse"]["worst_length"])
+    # OpenSim itself replaces the model's paths with the written FunctionBasedPathSet; its lengths
+    # are those of PolynomialPaths
+    import opensim
+
+    proc = opensim.ModelProcessor(files["model"])
+    proc.append(opensim.ModOpReplacePathsWithFunctionBasedPaths(str(out / "function_based_paths.xml")))
+    model = proc.process()
+    state = model.initSystem()
+    paths = PolynomialPaths.load(out / "paths.json")
+    coords = paths.coordinates
+    q = np.array([[0.3, -0.6, 0.1, 0.4, -0.8, 0.05][: len(coords)]])
+    q = np.resize(q, (1, len(coords)))
+    for name, value in zip(coords, q[0], strict=True):
+        model.getCoordinateSet().get(name).setValue(state, float(value), False)
+    model.realizePosition(state)
+    ours, _ = paths.evaluate(q=q, coordinates=coords)
+    theirs = [model.getMuscles().get(m).getLength(state) for m in paths.muscles]
+    np.testing.assert_allclose(ours[0], theirs, atol=1e-9)
 
 
 def test_polynomial_terms_follow_opensim_order():
@@ -109,7 +146,7 @@ def test_polynomial_terms_follow_opensim_order():
 
 
 def test_polynomial_paths_match_muscle_analysis(g10):
-    out, fit = g10
+    out, fit, _ = g10
     poly, ref = np.load(out / "poly_ma.npz"), np.load(out / "os_ma.npz")
     assert set(poly.files) == set(ref.files)
     for key in ("muscles", "coordinates"):
@@ -137,7 +174,7 @@ def test_polynomial_paths_match_muscle_analysis(g10):
 
 
 def test_batched_so_matches_opensim_so(g10):
-    out, _ = g10
+    out, _, _ = g10
     ours, ref = read_sto(out / "b_act.sto"), read_sto(out / "os_act.sto")
     assert list(ours.columns) == list(ref.columns)
     assert len(ours) == len(ref) == FRAMES

@@ -55,6 +55,10 @@ def expected_counts(ids: list[str]) -> dict[str, int]:
     counts["joint_reaction"] = sum(len(ms) * len(s.trial_names("dynamic"))
                                    for ms, s in zip(for_subject, subjects, strict=True))
     counts["contact_forces"] = sum(len(ms) for ms in for_subject)
+    # one polynomial path fit per subject when muscle analysis or SO use the fitted paths
+    opensim = load_config(REPO / "config" / "config.yaml")["opensim"]
+    if opensim["ma_method"] == "polynomial" or opensim["so_method"] == "batched":
+        counts["path_fit"] = n
     twins = [s for s in subjects if s.is_twin]
     counts["twin_truth"] = len(twins)
     counts["contact_truth"] = len(twins)

@@ -24,7 +24,6 @@ import numpy as np
 
 from musculo import logger
 from musculo.errors import EstimatorError
-from musculo.estimators.mse import mse_from_config
 from musculo.estimators.trials import NO_EMG, NOT_FITTED, load_trials, usable_emg
 from musculo.io.atomic import atomic_output
 from musculo.physics.data import TrialData
@@ -41,6 +40,8 @@ def calibrate(*, trials: Sequence[TrialData], settings: Settings) -> dict[str, A
     """
     if not trials:
         raise EstimatorError("physics.calibration: no calibration trials")
+    from musculo.estimators.mse import mse_from_config  # torch and scikit-learn only when fitting
+
     est = mse_from_config(settings, for_calibration=True).fit(trials)
     rmse = {}
     for trial in trials:

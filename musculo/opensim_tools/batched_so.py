@@ -141,7 +141,7 @@ def solve_batched_qp(
     upper: np.ndarray,
     *,
     tol: float = 1e-9,
-    max_iter: int = 100,
+    max_iter: int = 1000,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Solve ``min ||x||^2 s.t. A x = b, lower <= x <= upper`` for every frame at once.
 

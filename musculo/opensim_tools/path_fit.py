@@ -1,9 +1,10 @@
-"""Muscle paths as fitted polynomials (OpenSim's PolynomialPathFitter), evaluated vectorised in numpy.
+"""Muscle paths as fitted polynomials, evaluated vectorised in numpy.
 
-A subject's scaled model is fitted once over the coordinate values its trials visit (OpenSim
-samples each chosen frame within +- ``sampling_bounds_deg`` of it, so the fit covers the visited
-ranges with that margin). The fitted length polynomials are stored as JSON (``paths.json``) beside
-OpenSim's own ``FunctionBasedPathSet`` XML; :class:`PolynomialPaths` evaluates lengths,
+A subject's scaled model is fitted once over the coordinate values its trials visit: each chosen
+frame is sampled (seeded Latin hypercube) within +- ``sampling_bounds_deg`` of it, so the fit covers
+the visited ranges with that margin, and OpenSim gives the path lengths and moment arms at every
+sample. The fitted length polynomials are stored as JSON (``paths.json``) beside the same
+polynomials as OpenSim's ``FunctionBasedPathSet`` XML; :class:`PolynomialPaths` evaluates lengths,
 lengthening speeds and moment arms (``-dL/dq``) of every muscle for all frames at once.
 :func:`run_polynomial_muscle_analysis` writes the same ``muscle_analysis.npz`` as OpenSim's
 MuscleAnalysis stage (:mod:`musculo.opensim_tools.muscle_analysis`).
@@ -67,23 +68,8 @@ class PathPolynomial:
 
     def evaluate(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lengths (T,) and partial derivatives dL/dq (T, D) at coordinate values ``q`` (T, D)."""
-        t, d = q.shape
-        order = int(self.exponents.max(initial=0))
-        powers = np.ones((order + 1, t, d))
-        for p in range(1, order + 1):
-            powers[p] = powers[p - 1] * q
-        cols = np.arange(d)
-        # term values: product over coordinates of q_j ** e_kj -> (T, K)
-        factors = powers[self.exponents, :, cols]  # (K, D, T)
-        terms = factors.prod(axis=1).T
-        length = terms @ self.coefficients
-        grad = np.empty((t, d))
-        for j in range(d):
-            e = self.exponents[:, j]
-            lower = powers[np.maximum(e - 1, 0), :, j]  # (K, T)
-            others = np.delete(factors, j, axis=1).prod(axis=1)  # (K, T)
-            grad[:, j] = ((e * self.coefficients)[:, None] * lower * others).sum(axis=0)
-        return length, grad
+        terms, grads = design_matrices(np.asarray(q, dtype=float), self.exponents)
+        return terms @ self.coefficients, np.einsum("nkd,k->nd", grads, self.coefficients)
 
 
 class PolynomialPaths:
@@ -216,32 +202,158 @@ def filtered_kinematics(
 # ---------------------------------------------------------------- fitting
 
 
-def _fit_frames(
-    *, model: Any, mots: Sequence[Path], coordinates: Sequence[str], max_fit_frames: int
+def trial_frames(*, model: Any, mots: Sequence[Path], coordinates: Sequence[str]) -> np.ndarray:
+    """Coordinate values (N, C) of every frame of every trial (rad or m)."""
+    rows = [coordinate_table(model=model, coordinates_mot=m, coordinates=coordinates)[1] for m in mots]
+    return np.concatenate(rows)
+
+
+def select_frames(frames: np.ndarray, count: int) -> np.ndarray:
+    """Indices of ``count`` frames: half spread evenly, half farthest from those already chosen.
+
+    The farthest-point half reaches the extremes of the visited coordinate space (distances with
+    each coordinate scaled by its visited range), which evenly spaced frames can miss.
+    """
+    n = len(frames)
+    if count <= 0 or n <= count:
+        return np.arange(n)
+    chosen = list(np.unique(np.linspace(0, n - 1, max(1, count // 2)).round().astype(int)))
+    span = np.ptp(frames, axis=0)
+    scaled = frames / np.where(span > 0, span, 1.0)
+    dist = np.min(np.linalg.norm(scaled[:, None, :] - scaled[chosen][None, :, :], axis=2), axis=1)
+    while len(chosen) < count:
+        k = int(np.argmax(dist))
+        chosen.append(k)
+        dist = np.minimum(dist, np.linalg.norm(scaled - scaled[k], axis=1))
+    return np.array(sorted(chosen))
+
+
+def design_matrices(x: np.ndarray, exps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Polynomial terms (N, K) and their partial derivatives (N, K, D) at points ``x`` (N, D)."""
+    n, d = x.shape
+    order = int(exps.max(initial=0))
+    powers = np.ones((order + 1, n, d))
+    for p in range(1, order + 1):
+        powers[p] = powers[p - 1] * x
+    cols = np.arange(d)
+    factors = powers[exps, :, cols]  # (K, D, N)
+    terms = factors.prod(axis=1).T
+    grads = np.empty((n, len(exps), d))
+    for j in range(d):
+        e = exps[:, j]
+        lower = powers[np.maximum(e - 1, 0), :, j]  # (K, N)
+        others = np.delete(factors, j, axis=1).prod(axis=1)  # (K, N)
+        grads[:, :, j] = (e[:, None] * lower * others).T
+    return terms, grads
+
+
+def fit_polynomial(
+    x: np.ndarray,
+    length: np.ndarray,
+    arms: np.ndarray,
+    *,
+    max_order: int,
+    length_tolerance: float = 2e-4,
+    arm_tolerance: float = 2e-4,
+) -> tuple[int, np.ndarray, float, float]:
+    """Least-squares polynomial ``L(x)`` fitted to lengths and moment arms ``-dL/dx`` at once.
+
+    ``x`` (N, D) coordinate values, ``length`` (N,), ``arms`` (N, D). The order rises from 1 until
+    both RMS errors are within their tolerances (m) or ``max_order`` is reached; an order whose
+    term count exceeds a third of the equations is not tried. Returns ``(order, coefficients,
+    length_rms, arm_rms)`` with coefficients in OpenSim's term order (:func:`exponents`).
+    """
+    n, d = x.shape
+    rows = n * (1 + d)
+    best: tuple[int, np.ndarray, float, float] | None = None
+    for order in range(min(1, int(max_order)), max(0, int(max_order)) + 1):
+        exps = exponents(d, order)
+        if best is not None and 3 * len(exps) > rows:
+            break
+        terms, grads = design_matrices(x, exps)
+        a = np.concatenate([terms, -grads.transpose(0, 2, 1).reshape(n * d, len(exps))])
+        b = np.concatenate([length, arms.reshape(n * d)])
+        coefs = np.linalg.lstsq(a, b, rcond=None)[0]
+        residual = a @ coefs - b
+        l_rms = float(np.sqrt(np.mean(residual[:n] ** 2)))
+        r_rms = float(np.sqrt(np.mean(residual[n:] ** 2)))
+        best = (order, coefs, l_rms, r_rms)
+        if l_rms <= length_tolerance and r_rms <= arm_tolerance:
+            break
+    assert best is not None
+    return best
+
+
+def sample_coordinates(
+    frames: np.ndarray,
+    *,
+    half_width: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    samples_per_frame: int,
+    seed: int,
 ) -> np.ndarray:
-    """Coordinate values (F, C) of frames spread evenly over every trial (rad or m)."""
-    rows = []
-    for mot in mots:
-        _, values = coordinate_table(model=model, coordinates_mot=mot, coordinates=coordinates)
-        rows.append(values)
-    allrows = np.concatenate(rows)
-    if max_fit_frames > 0 and len(allrows) > max_fit_frames:
-        allrows = allrows[np.unique(np.linspace(0, len(allrows) - 1, max_fit_frames).round().astype(int))]
-    return allrows
+    """Each frame (F, C) plus ``samples_per_frame`` Latin-hypercube samples within +- ``half_width``.
+
+    Samples stay within the coordinate range ``[lower, upper]`` widened to hold the frame itself.
+    The same ``seed`` gives the same samples.
+    """
+    from scipy.stats import qmc
+
+    rng = np.random.default_rng(seed)
+    out = [frames]
+    for frame in frames:
+        unit = qmc.LatinHypercube(d=frames.shape[1], seed=rng).random(int(samples_per_frame))
+        pts = frame + (2.0 * unit - 1.0) * half_width
+        out.append(np.clip(pts, np.minimum(lower, frame), np.maximum(upper, frame)))
+    return np.concatenate(out)
 
 
-def _parse_path_set(xml: Path) -> dict[str, dict[str, Any]]:
-    root = ET.parse(xml).getroot()
-    out: dict[str, dict[str, Any]] = {}
-    for fbp in root.iter("FunctionBasedPath"):
-        name = fbp.get("name", "").rsplit("/", 1)[-1]
-        coords = [p.rsplit("/", 1)[-1] for p in (fbp.findtext("coordinate_paths") or "").split()]
-        poly = fbp.find("length_function/MultivariatePolynomialFunction")
-        if poly is None:
-            raise OutputCheckError(f"path fit: {xml.name} path {name} has no polynomial length function")
-        coefs = [float(x) for x in (poly.findtext("coefficients") or "").split()]
-        out[name] = {"coordinates": coords, "order": int(poly.findtext("order") or 0), "coefficients": coefs}
-    return out
+class _PathProbe:
+    """Muscle lengths and moment arms of a model at given free-coordinate values, through OpenSim."""
+
+    def __init__(self, model: Any, free: Sequence[str]):
+        self.model = model
+        self.state = model.initSystem()
+        cset = model.getCoordinateSet()
+        self.coords = [cset.get(c) for c in free]
+        muscles = model.getMuscles()
+        self.paths = [muscles.get(i).getGeometryPath() for i in range(muscles.getSize())]
+        self.assemble = model.getConstraintSet().getSize() > 0
+
+    def set(self, q: np.ndarray) -> np.ndarray:
+        """Pose the model at ``q`` (C,), dependent coordinates following their constraints; return the
+        free coordinates' values as posed."""
+        for coord, value in zip(self.coords, q, strict=True):
+            coord.setValue(self.state, float(value), False)
+        if self.assemble:
+            self.model.assemble(self.state)
+        self.model.realizePosition(self.state)
+        return np.array([c.getValue(self.state) for c in self.coords])
+
+    def lengths(self) -> np.ndarray:
+        """Every muscle's path length (M,) at the current pose."""
+        return np.array([p.getLength(self.state) for p in self.paths])
+
+    def arm(self, muscle: int, coordinate: int) -> float:
+        """Moment arm of one muscle about one free coordinate at the current pose (OpenSim's solver)."""
+        return float(self.paths[muscle].computeMomentArm(self.state, self.coords[coordinate]))
+
+
+def path_set_xml(paths: dict[str, dict[str, Any]], coordinate_paths: dict[str, str]) -> ET.ElementTree:
+    """OpenSim's FunctionBasedPathSet XML (one MultivariatePolynomialFunction per muscle)."""
+    root = ET.Element("OpenSimDocument", Version="40600")
+    objects = ET.SubElement(ET.SubElement(root, "Set_FunctionBasedPath_"), "objects")
+    for name, entry in paths.items():
+        fbp = ET.SubElement(objects, "FunctionBasedPath", name=f"/forceset/{name}")
+        args = " ".join(coordinate_paths[c] for c in entry["coordinates"])
+        ET.SubElement(fbp, "coordinate_paths").text = args
+        poly = ET.SubElement(ET.SubElement(fbp, "length_function"), "MultivariatePolynomialFunction")
+        ET.SubElement(poly, "coefficients").text = " ".join(repr(float(c)) for c in entry["coefficients"])
+        ET.SubElement(poly, "dimension").text = str(len(entry["coordinates"]))
+        ET.SubElement(poly, "order").text = str(entry["order"])
+    ET.indent(root, space="\t")
+    return ET.ElementTree(root)
 
 
 def fit_paths(
@@ -255,21 +367,28 @@ def fit_paths(
     sampling_bounds_deg: float = 15.0,
     max_order: int = 6,
     moment_arm_threshold: float = 1e-3,
-    threads: int = 1,
+    seed: int = 0,
+    refine_tolerance: float = 5e-4,
+    refine_rounds: int = 2,
     log: PathLike | None = None,
 ) -> dict[str, Any]:
-    """Fit every muscle path of ``model`` with OpenSim's PolynomialPathFitter; write ``paths_out``.
+    """Fit every muscle path of ``model`` as a polynomial of its coordinates; write ``paths_out``.
 
-    The fit uses ``max_fit_frames`` frames spread over all the trials' coordinate files, each
-    sampled ``samples_per_frame`` times (Latin hypercube) within +- ``sampling_bounds_deg``
-    (degrees; the same number in cm for translations) of the frame. Polynomials of order up to
-    ``max_order`` are fitted to lengths and moment arms about the coordinates each path depends on
-    (moment arm above ``moment_arm_threshold`` m somewhere). Cost grows with frames x samples x
-    muscles; accuracy with samples and order. ``paths_out`` is JSON for :class:`PolynomialPaths`;
-    ``path_set_out`` (optional) receives OpenSim's FunctionBasedPathSet XML.
+    ``max_fit_frames`` frames spread over all the trials' coordinate files are each sampled
+    ``samples_per_frame`` times (seeded Latin hypercube, ``seed``) within +- ``sampling_bounds_deg``
+    (degrees; the same number in cm for translations) of the frame. At every sample OpenSim poses
+    the model (dependent coordinates follow their constraints) and gives each muscle's path length
+    and its moment arms (OpenSim's moment-arm solver). A muscle depends on the free coordinates
+    whose moment arm exceeds ``moment_arm_threshold`` (m) at some frame; its polynomial (order up
+    to ``max_order``) is fitted by least squares to lengths and moment arms together, as OpenSim's
+    PolynomialPathFitter does, but with a fixed seed so the same inputs give the same paths.
+    The paths are then checked against OpenSim at the trials' own frames; up to ``refine_rounds``
+    times, the frames where some length is off by more than ``refine_tolerance`` (m) are sampled
+    and added to the fit. ``frame_rmse`` in ``paths_out`` records the check.
+    ``paths_out`` is JSON for :class:`PolynomialPaths`; ``path_set_out`` (optional) receives the
+    same polynomials as OpenSim's FunctionBasedPathSet XML.
     """
     route_opensim_log(log, level="Warn")
-    opensim = import_opensim()
     mots = [require_file(m, what="coordinates file", field="coordinates_mots") for m in coordinates_mots]
     if not mots:
         raise InputDataError("coordinates_mots: no coordinates file given; the fit needs at least one trial")
@@ -278,107 +397,191 @@ def fit_paths(
     muscles = [osim.getMuscles().get(i).getName() for i in range(osim.getMuscles().getSize())]
     if not muscles:
         raise OpenSimToolError(f"model {model_path} has no muscles to fit")
-    all_coords = [osim.getCoordinateSet().get(i).getName() for i in range(osim.getNumCoordinates())]
     free = free_coordinates(osim)
-    frames = _fit_frames(model=osim, mots=mots, coordinates=free, max_fit_frames=max_fit_frames)
+    visited = trial_frames(model=osim, mots=mots, coordinates=free)
+    frames = visited[select_frames(visited, max_fit_frames)]
     t0 = _time.perf_counter()
+    cset = osim.getCoordinateSet()
+    rot = np.array([is_rotational(osim, c) for c in free], dtype=bool)
+    half = np.where(rot, np.deg2rad(float(sampling_bounds_deg)), float(sampling_bounds_deg) / 100.0)
+    lower = np.array([cset.get(c).getRangeMin() for c in free])
+    upper = np.array([cset.get(c).getRangeMax() for c in free])
+    logger.info(
+        "path fit %s: %d muscles, %d frames x %d samples, +-%g deg, order <= %d, seed %d",
+        model_path.name,
+        len(muscles),
+        len(frames),
+        samples_per_frame,
+        sampling_bounds_deg,
+        max_order,
+        seed,
+    )
+    probe = _PathProbe(osim, free)
+    # which coordinates each path depends on: moment arms about every free coordinate at the frames
+    depends = np.zeros((len(muscles), len(free)), dtype=bool)
+    for q in frames:
+        probe.set(q)
+        for m in range(len(muscles)):
+            for c in range(len(free)):
+                if not depends[m, c] and abs(probe.arm(m, c)) > moment_arm_threshold:
+                    depends[m, c] = True
+    # a path that crosses no free coordinate (only locked ones) has a constant length: fit it as
+    # an order-0 polynomial of the first free coordinate
+    constant = ~depends.any(axis=1)
+    columns = [np.flatnonzero(depends[m]) if not constant[m] else np.array([0]) for m in range(len(muscles))]
+
+    def measure(points: np.ndarray, with_arms: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        posed = np.empty_like(points)
+        lengths = np.empty((len(points), len(muscles)))
+        arms = np.zeros((len(points), len(muscles), len(free)))
+        for k, q in enumerate(points):
+            posed[k] = probe.set(q)
+            lengths[k] = probe.lengths()
+            if with_arms:
+                for m in range(len(muscles)):
+                    for c in np.flatnonzero(depends[m]):
+                        arms[k, m, c] = probe.arm(m, int(c))
+        return posed, lengths, arms
+
+    # the fit is checked against OpenSim at the trials' own frames within the model's coordinate
+    # ranges (lengths at up to 2000 frames, moment arms at 60); frames it misses by more than
+    # ``refine_tolerance`` are added to the fit. Poses outside the ranges (e.g. a knee
+    # hyperextended by IK) can cross wrapping discontinuities no smooth path follows: they are fitted
+    # too but only counted.
+    slack = np.where(rot, np.deg2rad(1.0), 0.01)
+    in_range = np.all((visited >= lower - slack) & (visited <= upper + slack), axis=1)
+    outside = int((~in_range).sum())
+    if outside:
+        worst = np.argmax(np.maximum(lower - visited, visited - upper).max(axis=0))
+        logger.warning(
+            "path fit %s: %d of %d trial frames are outside the model's coordinate ranges (most: %s); "
+            "the fitted paths are checked on the other frames only; check inverse kinematics",
+            model_path.name,
+            outside,
+            len(visited),
+            free[int(worst)],
+        )
+    pool = visited[in_range] if in_range.any() else visited
+    check = pool[np.unique(np.linspace(0, len(pool) - 1, min(len(pool), 2000)).round().astype(int))]
+    check_posed, check_lengths, _ = measure(check, with_arms=False)
+    arm_rows = np.unique(np.linspace(0, len(check) - 1, min(len(check), 60)).round().astype(int))
+    _, _, check_arms = measure(check_posed[arm_rows])
+    posed = np.empty((0, len(free)))
+    lengths = np.empty((0, len(muscles)))
+    arms = np.empty((0, len(muscles), len(free)))
+    new_frames, rounds, used = frames, 0, 0
+    while True:
+        samples = sample_coordinates(
+            new_frames,
+            half_width=half,
+            lower=lower,
+            upper=upper,
+            samples_per_frame=samples_per_frame,
+            seed=seed + rounds,
+        )
+        got = measure(samples)
+        posed, lengths, arms = (
+            np.concatenate([x, y]) for x, y in zip((posed, lengths, arms), got, strict=True)
+        )
+        used += len(new_frames)
+        polys = {}
+        sampled = {"worst_length": ["", -1.0], "worst_moment_arm": ["", -1.0]}
+        for m, name in enumerate(muscles):
+            cols = columns[m]
+            order, coefs, l_rms, r_rms = fit_polynomial(
+                posed[:, cols], lengths[:, m], arms[:, m, cols], max_order=0 if constant[m] else max_order
+            )
+            polys[name] = PathPolynomial(tuple(free[c] for c in cols), exponents(len(cols), order), coefs)
+            for key, value in (("worst_length", l_rms), ("worst_moment_arm", r_rms)):
+                if value > sampled[key][1]:
+                    sampled[key] = [name, value]
+        fitted = PolynomialPaths(polys)
+        est_len, est_arm = fitted.evaluate(q=check_posed, coordinates=free, muscles=muscles)
+        err = np.abs(est_len - check_lengths)  # (frames, muscles)
+        if err.max() <= refine_tolerance or rounds >= refine_rounds:
+            break
+        worst_frames = np.argsort(-err.max(axis=1))[: max(1, max_fit_frames // 2)]
+        new_frames = check[worst_frames[err.max(axis=1)[worst_frames] > refine_tolerance]]
+        rounds += 1
+    len_rms = np.sqrt(np.mean(err**2, axis=0))
+    arm_rms = np.sqrt(np.mean((est_arm[arm_rows] - check_arms) ** 2, axis=0))  # (muscles, coords)
+    lm, (am, ac) = int(np.argmax(len_rms)), np.unravel_index(np.argmax(arm_rms), arm_rms.shape)
+    at_frames = {
+        "frames": int(len(check)),
+        "worst_length": [muscles[lm], float(len_rms[lm])],
+        "worst_moment_arm": [f"{muscles[am]}/{free[ac]}", float(arm_rms[am, ac])],
+        "largest_length_error": float(err.max()),
+        "frames_outside_ranges": outside,
+    }
+    parsed = {
+        name: {
+            "coordinates": list(p.coordinates),
+            "order": int(p.exponents.max(initial=0)),
+            "coefficients": [float(v) for v in p.coefficients],
+        }
+        for name, p in polys.items()
+    }
+    fit_rmse = sampled
+    for key in ("worst_length", "worst_moment_arm"):
+        if at_frames[key][1] > 1e-3:
+            logger.warning(
+                "path fit %s: %s RMS %.2f mm at the trials' frames (%s) is above 1 mm; raise "
+                "opensim.path_fit.frames or max_order, or use opensim.ma_method: opensim",
+                model_path.name,
+                key.replace("worst_", "").replace("_", " "),
+                1e3 * at_frames[key][1],
+                at_frames[key][0],
+            )
+    seconds = _time.perf_counter() - t0
     out_json = Path(paths_out)
     with work_dir(out_json) as tmp:
-        # the fitter wants every coordinate's column (absolute state names, radians); keep the
-        # locked and constrained ones at their default values
-        state = osim.initSystem()
-        labels = [f"{osim.getCoordinateSet().get(c).getAbsolutePathString()}/value" for c in all_coords]
-        defaults = np.array([osim.getCoordinateSet().get(c).getValue(state) for c in all_coords])
-        full = np.tile(defaults, (len(frames), 1))
-        for k, c in enumerate(free):
-            full[:, all_coords.index(c)] = frames[:, k]
-        table = _table(opensim, np.arange(len(frames)) * 0.01, full, labels)
-        table.addTableMetaDataString("inDegrees", "no")
-        fitter = opensim.PolynomialPathFitter()
-        fitter.setModel(opensim.ModelProcessor(str(model_path)))
-        fitter.setCoordinateValues(opensim.TableProcessor(table))
-        fitter.setOutputDirectory(str(tmp))
-        fitter.setMaximumPolynomialOrder(int(max_order))
-        fitter.setNumSamplesPerFrame(int(samples_per_frame))
-        fitter.setGlobalCoordinateSamplingBounds(
-            opensim.Vec2(-float(sampling_bounds_deg), float(sampling_bounds_deg))
-        )
-        fitter.setMomentArmThreshold(float(moment_arm_threshold))
-        fitter.setNumParallelThreads(max(1, int(threads)))
-        logger.info(
-            "path fit %s: %d muscles, %d frames x %d samples, +-%g deg, order <= %d",
-            model_path.name,
-            len(muscles),
-            len(frames),
-            samples_per_frame,
-            sampling_bounds_deg,
-            max_order,
-        )
-        try:
-            fitter.run()
-        except Exception as exc:  # OpenSim raises RuntimeError subclasses with its own message
-            raise OpenSimToolError(f"path fit of {model_path} failed: {exc}") from exc
-        xmls = sorted(tmp.glob("*_FunctionBasedPathSet.xml"))
-        if not xmls:
-            raise OutputCheckError(f"path fit: OpenSim wrote no FunctionBasedPathSet for {model_path}")
-        parsed = _parse_path_set(xmls[0])
-        absent = [m for m in muscles if m not in parsed]
-        if absent:
-            raise OutputCheckError(f"path fit: no fitted path for muscles {absent[:10]} of {model_path}")
-        fit_rmse = _fit_errors(tmp, muscles)
-        seconds = _time.perf_counter() - t0
         payload = {
             "format": PATHS_FORMAT,
             "model": str(model_path),
             "trials": [str(m) for m in mots],
             "settings": {
                 "max_fit_frames": max_fit_frames,
-                "fit_frames": len(frames),
+                "fit_frames": used,
                 "samples_per_frame": samples_per_frame,
                 "sampling_bounds_deg": sampling_bounds_deg,
                 "max_order": max_order,
                 "moment_arm_threshold": moment_arm_threshold,
+                "seed": seed,
             },
             "fit_seconds": seconds,
+            "refine_rounds": rounds,
             "sampled_rmse": fit_rmse,
-            "paths": {m: parsed[m] for m in muscles},
+            "frame_rmse": at_frames,
+            "paths": parsed,
         }
         (tmp / "paths.json").write_text(json.dumps(payload, indent=1))
         pairs = [(tmp / "paths.json", out_json)]
         if path_set_out is not None:
-            pairs.append((xmls[0], Path(path_set_out)))
+            coord_paths = {c: cset.get(c).getAbsolutePathString() for c in free}
+            path_set_xml(parsed, coord_paths).write(
+                tmp / "function_based_paths.xml", encoding="UTF-8", xml_declaration=True
+            )
+            pairs.append((tmp / "function_based_paths.xml", Path(path_set_out)))
         publish(pairs)
     logger.info(
-        "path fit: %.1f s; sampled RMSE worst length %.3g mm, worst moment arm %.3g mm",
+        "path fit: %.1f s, %d frames (%d refinements); at %d trial frames worst length RMS %.3g mm (%s), "
+        "worst moment arm RMS %.3g mm (%s)",
         seconds,
-        1e3 * fit_rmse["worst_length"][1],
-        1e3 * fit_rmse["worst_moment_arm"][1],
+        used,
+        rounds,
+        at_frames["frames"],
+        1e3 * at_frames["worst_length"][1],
+        at_frames["worst_length"][0],
+        1e3 * at_frames["worst_moment_arm"][1],
+        at_frames["worst_moment_arm"][0],
     )
-    return {"muscles": len(muscles), "fit_frames": len(frames), "seconds": seconds, **fit_rmse}
-
-
-def _fit_errors(folder: Path, muscles: Sequence[str]) -> dict[str, Any]:
-    """Worst RMS errors of the fit on OpenSim's sampled coordinate values (from its .sto files)."""
-    from musculo.io.tables import read_sto
-
-    def pair(stem: str) -> tuple[Any, Any] | None:
-        ref = sorted(folder.glob(f"*_{stem}_sampled.sto"))
-        fit = sorted(folder.glob(f"*_{stem}_sampled_fitted.sto"))
-        return (read_sto(ref[0]), read_sto(fit[0])) if ref and fit else None
-
-    out: dict[str, Any] = {"worst_length": ["", float("nan")], "worst_moment_arm": ["", float("nan")]}
-    for stem, key in (("path_lengths", "worst_length"), ("moment_arms", "worst_moment_arm")):
-        tables = pair(stem)
-        if tables is None:
-            continue
-        ref, fit = tables
-        cols = [c for c in ref.columns if c in fit.columns]
-        if not cols:
-            continue
-        rms = np.sqrt(((ref[cols].to_numpy() - fit[cols].to_numpy()) ** 2).mean(axis=0))
-        k = int(np.argmax(rms))
-        out[key] = [str(cols[k]), float(rms[k])]
-    return out
+    return {
+        "muscles": len(muscles),
+        "fit_frames": used,
+        "seconds": seconds,
+        **fit_rmse,
+        "frame_rmse": at_frames,
+    }
 
 
 # ---------------------------------------------------------------- the muscle analysis stage

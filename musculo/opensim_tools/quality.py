@@ -55,6 +55,52 @@ def _row(
     }
 
 
+def coordinate_ranges(model: PathLike) -> dict[str, tuple[float, float, bool]]:
+    """``{coordinate: (min, max, rotational)}`` of a model's unlocked coordinates (rad or m)."""
+    from musculo.opensim_tools.common import is_rotational, load_model
+
+    osim = load_model(model)
+    state = osim.initSystem()
+    out: dict[str, tuple[float, float, bool]] = {}
+    for coord in osim.getCoordinateSet():
+        if coord.getLocked(state):
+            continue
+        name = coord.getName()
+        out[name] = (coord.getRangeMin(), coord.getRangeMax(), is_rotational(osim, name))
+    return out
+
+
+def range_rows(
+    subject: str, model: PathLike, ik_mots: Sequence[PathLike], limit: float
+) -> list[dict[str, Any]]:
+    """Per trial and coordinate, the share of IK frames outside the model's coordinate range.
+
+    IK can settle in a pose the model's joints do not allow (a femur turned half round, a knee
+    hyperextended) while its marker errors stay small; such frames make every later stage wrong for
+    that limb. Only coordinates with frames outside their range (beyond 2 deg or 1 cm) get a row.
+    """
+    from musculo.io.tables import in_degrees, read_sto
+
+    ranges = coordinate_ranges(model)
+    rows = []
+    for path in ik_mots:
+        trial = Path(path).parent.name
+        df = read_sto(path)
+        degrees = in_degrees(df)
+        for coord, (lo, hi, rot) in ranges.items():
+            if coord not in df.columns:
+                continue
+            values = df[coord].to_numpy(dtype=float)
+            if rot and degrees:
+                values = np.deg2rad(values)
+            slack = np.deg2rad(2.0) if rot else 0.01
+            share = float(np.mean((values < lo - slack) | (values > hi + slack)))
+            if share > 0:
+                name = f"frames_outside_range:{coord}"
+                rows.append(_row(subject, trial, "ik", name, share, "share", limit))
+    return rows
+
+
 def _by_trial(paths: Sequence[PathLike]) -> dict[str, Path]:
     return {Path(p).parent.name: Path(p) for p in paths}
 
@@ -110,6 +156,9 @@ def write_quality_table(
     events: Sequence[PathLike] = (),
     so_reserves: Sequence[PathLike] = (),
     emg_quality: Sequence[PathLike] = (),
+    model: PathLike | None = None,
+    ik_mots: Sequence[PathLike] = (),
+    range_share_limit: float = 0.05,
 ) -> pd.DataFrame:
     """Collect one subject's quality numbers and their verdicts into a long TSV (one row per quantity).
 
@@ -119,7 +168,9 @@ def write_quality_table(
     (:func:`verdict`), and the report renders these rows as they are. Pelvis residuals are judged
     over the force-plate contact span (``id_moments`` + ``events`` of the trial, see
     :func:`stance_residuals`); over the whole window they are listed for information. Per-trial
-    files are named by their trial folder (``results/<s>/<trial>/...``).
+    files are named by their trial folder (``results/<s>/<trial>/...``). With ``model`` and
+    ``ik_mots``, IK frames outside the model's coordinate ranges are judged against
+    ``range_share_limit`` (:func:`range_rows`).
     """
     from musculo.io.tables import read_sto
 
@@ -138,6 +189,8 @@ def write_quality_table(
         rows.append(_row(subject, trial, "ik", "marker_max", float(mx.max()), "m", ik_flag_limit))
         over = float((mx > ik_flag_limit).sum())
         rows.append(_row(subject, trial, "ik", "frames_over_limit", over, "frames"))
+    if model is not None and ik_mots:
+        rows += range_rows(subject, model, ik_mots, range_share_limit)
     moments, evts = _by_trial(id_moments), _by_trial(events)
     for path in id_residuals:
         trial = Path(path).parent.name

@@ -86,8 +86,9 @@ def overlay_figure(
     end = min(float(t.index.max()) for t in sources.values())
     cycles = gait_cycles(events, side=side, start=start, end=end) if start < end else []
     rows, cols = _grid(len(columns), ncols)
-    fig = Figure(figsize=(3.4 * cols, 2.5 * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(3.4 * cols, 2.5 * rows + 0.9))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    _fixed_margins(fig, rows, cols)
     pct = np.linspace(0.0, 100.0, points)
     for ax, column in zip(axes, columns, strict=False):
         for k, (name, table) in enumerate(sources.items()):
@@ -120,7 +121,7 @@ def overlay_figure(
         ax.set_visible(False)
     handles, names = _legend_entries(axes)
     if len(handles) > 1:
-        fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=8)
+        fig.legend(handles, names, loc="lower center", ncols=len(names), fontsize=8, frameon=False)
     suffix = f" (mean +/- SD of {len(cycles)} {side} cycles)" if len(cycles) > 1 else ""
     fig.suptitle(title + suffix, fontsize=10)
     return fig
@@ -172,6 +173,24 @@ def _legend_entries(axes: Any) -> tuple[list[Any], list[str]]:
         for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(name, handle)
     return list(entries.values()), list(entries)
+
+
+def _fixed_margins(fig: Figure, rows: int, cols: int) -> None:
+    """Margins and gaps of a panel grid in inches: room for tick labels, axis labels, panel titles,
+    the figure title above and a legend below (a fixed layout draws once; a constrained one measures
+    every tick label first, which doubles the time to render)."""
+    width, height = fig.get_size_inches()
+    left, right, top, bottom, gap_w, gap_h = 0.65, 0.15, 0.6, 0.9, 0.7, 0.75
+    panel_w = (width - left - right - (cols - 1) * gap_w) / cols
+    panel_h = (height - top - bottom - (rows - 1) * gap_h) / rows
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        wspace=gap_w / panel_w,
+        hspace=gap_h / panel_h,
+    )
 
 
 def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:

@@ -114,7 +114,7 @@ rule path_fit:
         sampling_bounds_deg=OS["path_fit"]["bounds_deg"],
         max_order=OS["path_fit"]["max_order"],
         moment_arm_threshold=OS["path_fit"]["moment_arm_threshold"],
-        threads=OS["path_fit"]["threads"],
+        seed=config["seed"],
     conda:
         "../envs/musculo.yaml"
     script:
@@ -184,6 +184,8 @@ rule quality:
     """Per-subject quality table: every check with its value, limit and PASS/WARN/FAIL verdict."""
     input:
         scale=res("{subject}", "model", "scale_quality.json"),
+        model=res("{subject}", "model", "scaled.osim"),
+        ik_mots=lambda w: [res(w.subject, t, "ik.mot") for t in dynamic_trials(w.subject)],
         ik=lambda w: [res(w.subject, t, "ik_marker_errors.sto") for t in dynamic_trials(w.subject)],
         id=lambda w: [res(w.subject, t, "residuals.json") for t in dynamic_trials(w.subject)],
         id_moments=lambda w: [res(w.subject, t, "id.sto") for t in dynamic_trials(w.subject)],
@@ -210,6 +212,7 @@ rule quality:
         residual_force_pct_limit=scfg_param("opensim", "residual_force_pct_limit"),
         residual_moment_pct_limit=scfg_param("opensim", "residual_moment_pct_limit"),
         reserve_limit=scfg_param("opensim", "reserve_limit"),
+        range_share_limit=scfg_param("opensim", "ik_range_share_limit"),
     conda:
         "../envs/musculo.yaml"
     script:

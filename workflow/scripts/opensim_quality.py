@@ -13,6 +13,8 @@ with job_logging(snakemake.log[0]):
         events=list(snakemake.input.events),
         so_reserves=list(snakemake.input.so),
         emg_quality=list(snakemake.input.emg),
+        model=snakemake.input.model,
+        ik_mots=list(snakemake.input.ik_mots),
         output_tsv=snakemake.output.tsv,
         **snakemake.params,
     )

@@ -1,0 +1,30 @@
+"""IK poses outside the model's coordinate ranges are judged in quality.tsv."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from musculo.io.tables import write_sto
+from musculo.opensim_tools.quality import coordinate_ranges, range_rows
+
+
+def test_ik_frames_outside_the_model_ranges_are_flagged(dataset_file, tmp_path):
+    model = dataset_file("gait10dof18musc-subject01", "OutputReference/subject01.osim")
+    ranges = coordinate_ranges(model)
+    lo, hi, rotational = ranges["knee_angle_r"]
+    assert rotational and hi < np.deg2rad(15) and lo < -1.5
+    assert ranges["pelvis_tx"][2] is False
+    t = np.arange(100) / 100.0
+    knee_r = np.where(t < 0.3, 50.0, -30.0)  # 30 % of frames hyperextended 50 deg: outside the range
+    knee_l = -30.0 + 20.0 * np.sin(2 * np.pi * t)  # inside
+    hip_hi = np.rad2deg(ranges["hip_flexion_r"][1])
+    hip_r = np.where(t < 0.03, hip_hi + 30, 10.0)  # hip_flexion_r outside its range in 3 % of frames
+    df = pd.DataFrame({"knee_angle_r": knee_r, "knee_angle_l": knee_l, "hip_flexion_r": hip_r}, index=t)
+    mot = write_sto(tmp_path / "walk" / "ik.mot", df, in_degrees=True)
+    rows = {r["quantity"]: r for r in range_rows("s", model, [mot], limit=0.05)}
+    assert set(rows) == {"frames_outside_range:knee_angle_r", "frames_outside_range:hip_flexion_r"}
+    assert rows["frames_outside_range:hip_flexion_r"]["verdict"] == "PASS"  # 3 % <= 5 %
+    knee = rows["frames_outside_range:knee_angle_r"]
+    assert knee["trial"] == "walk" and knee["value"] == 0.3 and knee["verdict"] == "FAIL"
+    assert "frames_outside_range:knee_angle_l" not in rows
