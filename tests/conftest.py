@@ -28,6 +28,15 @@ def dataset_file() -> Callable[[str, str], Path]:
     return get
 
 
+def workflow_subjects() -> list[str]:
+    """The subjects the `workflow_run` fixture processes: config/ci.yaml's list, or every demo subject."""
+    from musculo.config import load_config
+    from musculo.subject import discover_subjects
+
+    config = load_config(REPO / "config" / "config.yaml", [REPO / "config" / "ci.yaml"])
+    return list(config.get("subjects") or discover_subjects(REPO / "subjects"))
+
+
 @pytest.fixture
 def repo_root() -> Path:
     """The repository root."""

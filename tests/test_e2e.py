@@ -1,4 +1,4 @@
-"""End-to-end: the whole workflow over every demo subject with the small CI settings.
+"""End-to-end: the whole workflow over the CI subjects (config/ci.yaml) with the small CI settings.
 
 The `workflow_run` fixture runs Snakemake once per session (config/ci.yaml); these tests check
 what a lab would look at: every subject imported and processed through OpenSim, evaluation rows of
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, workflow_subjects
 from test_report import assert_cells_match, assert_images_embedded, parse
 
 from musculo.report.collect import read_evaluation
-from musculo.subject import discover_subjects, load_subject
+from musculo.subject import load_subject
 
-SUBJECTS = discover_subjects(REPO / "subjects")
+SUBJECTS = workflow_subjects()
 
 
 @pytest.mark.workflow
