@@ -560,3 +560,21 @@ def test_sources_share_one_axis_unit() -> None:
                           title="t", events=events)
     assert both.axes[0].get_xlabel() == "gait cycle (%)"
     assert all(line.get_xdata().max() == 100.0 for line in both.axes[0].lines)
+
+
+def test_partial_summary_after_a_failed_subject(cohort: Path) -> None:
+    from musculo.report.summary import build_partial_summary
+
+    results = cohort / "results"
+    assert build_partial_summary(results_dir=results, subjects=["S01", "S02"]) is None  # no report yet
+    assert not (results / "summary.html").exists()
+    (results / "S01" / "report.html").write_text("<html></html>")  # S01 finished; S02's jobs failed
+    done = build_partial_summary(results_dir=results, subjects=["S01", "S02"],
+                                 failed={"S03": "subject.yaml: mass must be positive"},
+                                 settings={"dpi": 60})
+    assert done == ["S01"]
+    written = pd.read_csv(results / "summary.tsv", sep="\t")
+    assert set(written["subject"]) == {"S01"}
+    page = (results / "summary.html").read_text()
+    assert 'data-failed-subject="S02"' in page and 'data-failed-subject="S03"' in page
+    assert str(results / "logs" / "S02") in page

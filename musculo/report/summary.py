@@ -137,6 +137,40 @@ def build_summary(
     return table
 
 
+def build_partial_summary(
+    *,
+    results_dir: str | os.PathLike[str],
+    subjects: Sequence[str],
+    failed: Mapping[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> list[str] | None:
+    """After a run in which some subjects' jobs failed: the summary of those that finished.
+
+    A subject has finished when ``<results_dir>/<id>/evaluation.tsv`` and ``report.html`` exist;
+    every other subject of ``subjects`` is listed as failed (pointing at its logs), beside
+    ``failed`` (subjects whose subject file is invalid). Writes ``summary.tsv``, ``summary.html``
+    and ``summary.png`` in ``results_dir`` and returns the finished subjects, or returns None and
+    writes nothing when no subject finished. A later run that completes them rebuilds the summary.
+    """
+    root = Path(results_dir)
+    done = [s for s in subjects if all((root / s / f).is_file() for f in ("evaluation.tsv", "report.html"))]
+    if not done:
+        return None
+    missing = dict(failed or {})
+    for sid in subjects:
+        if sid not in done:
+            missing[sid] = f"a job failed or did not run; see {root / 'logs' / sid}"
+    build_summary(
+        evaluations=[root / s / "evaluation.tsv" for s in done],
+        output_tsv=root / "summary.tsv",
+        output_html=root / "summary.html",
+        figure=root / "summary.png",
+        settings=settings,
+        failed=missing,
+    )
+    return done
+
+
 def _empty_png(dpi: int) -> bytes:
     from matplotlib.figure import Figure
 

@@ -36,6 +36,27 @@ rule report:
         "../scripts/report_subject.py"
 
 
+onerror:
+    # some jobs failed (under --keep-going the others ran): the cohort summary of the subjects that
+    # finished, listing the rest as failed, so that one subject's failure does not hide the cohort
+    if len(VALID_SUBJECTS) + len(SUBJECT_ERRORS) > 1:
+        from snakemake.logging import logger as smk_logger
+
+        from musculo.report.summary import build_partial_summary
+
+        try:
+            done = build_partial_summary(
+                results_dir="results", subjects=VALID_SUBJECTS, failed=SUBJECT_ERRORS, settings=config["report"]
+            )
+        except Exception as exc:  # the run has failed already; say why the summary is missing too
+            smk_logger.warning(f"musculo: no partial summary: {exc}")
+        else:
+            if done:
+                smk_logger.warning(
+                    f"musculo: results/summary.html lists the {len(done)} finished subjects and the failed ones"
+                )
+
+
 rule summary:
     """Cohort summary: headline metrics per subject and method (TSV, HTML and a figure)."""
     input:
