@@ -4,6 +4,7 @@ Usage:
     python benchmarks/fast_opensim.py                         # biomechzoo-HC002D, default settings
     python benchmarks/fast_opensim.py --subjects rajagopal-walk biomechzoo-HC002D
     python benchmarks/fast_opensim.py --cohort --cores 1 2    # + whole default demo cohort wall time
+    python benchmarks/fast_opensim.py --no-stages --cohort --until opensim --methods fast --cores 2 1
 
 Needs each subject's scaled model, IK, ID and import outputs under ``results/<s>/`` (run the
 workflow up to ``id`` first, e.g. ``snakemake --cores 2 results/<s>/<trial>/id.sto``). Settings
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -263,8 +265,20 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             )
 
 
-def cohort(methods: list[str], cores: list[int], overlays: list[str]) -> None:
-    """Wall time of the whole default demo cohort from scratch for each method and core count."""
+def cohort(methods: list[str], cores: list[int], overlays: list[str], until: str = "all") -> None:
+    """Wall time of the demo cohort from scratch for each method and core count.
+
+    ``until``: ``all`` (every output, estimators included) or ``opensim`` (every subject's
+    ``quality.tsv``: import, scaling, IK, ID, path fit, muscle analysis, SO).
+    """
+    from musculo.config import load_config
+    from musculo.subject import discover_subjects
+
+    targets: list[str] = []
+    if until == "opensim":
+        config = load_config(REPO / "config" / "config.yaml", [REPO / o for o in overlays])
+        ids = config.get("subjects") or discover_subjects(REPO / "subjects")
+        targets = [f"results/{s}/quality.tsv" for s in ids]
     for method in methods:
         for n in cores:
             with tempfile.TemporaryDirectory(prefix="musculo-cohort-") as tmp:
@@ -277,7 +291,7 @@ def cohort(methods: list[str], cores: list[int], overlays: list[str]) -> None:
                     (dst / "opensim_tools.yaml").write_text(text)
                     extra = ["opensim_tools.yaml"]
                 files = [*overlays, *extra]
-                cmd = [sys.executable, "-m", "snakemake", "--cores", str(n), "--keep-going"]
+                cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", str(n), "--keep-going"]
                 if files:
                     cmd += ["--configfile", *files]
                 t0 = time.perf_counter()
@@ -291,7 +305,12 @@ def cohort(methods: list[str], cores: list[int], overlays: list[str]) -> None:
                 )
                 wall = time.perf_counter() - t0
                 status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-                print(f"cohort {method:8s} --cores {n}: {wall / 60:.1f} min ({status})", flush=True)
+                steps = re.findall(r"(\d+) of (\d+) steps", proc.stdout + proc.stderr)
+                jobs = steps[-1][0] if steps else "0"
+                print(
+                    f"cohort ({until}) {method:8s} --cores {n}: {wall / 60:.1f} min, {jobs} jobs ({status})",
+                    flush=True,
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["fast", "opensim"], choices=["fast", "opensim"])
     parser.add_argument("--cores", nargs="+", type=int, default=[2, 1])
     parser.add_argument("--no-stages", action="store_true", help="cohort only")
+    parser.add_argument(
+        "--until", choices=["all", "opensim"], default="all",
+        help="cohort targets: every output, or the OpenSim stages only (every subject's quality.tsv)",
+    )
     ns = parser.parse_args(argv)
     cfg = load_config(REPO / "config" / "config.yaml", [REPO / o for o in ns.overlay])
     if not ns.no_stages:
@@ -315,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += subject_rows(sid, cfg, Path(tmp))
         print_table(rows)
     if ns.cohort:
-        cohort(ns.methods, ns.cores, ns.overlay)
+        cohort(ns.methods, ns.cores, ns.overlay, ns.until)
     return 0
 
 

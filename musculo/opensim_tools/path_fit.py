@@ -417,9 +417,10 @@ def fit_paths(
         seed,
     )
     probe = _PathProbe(osim, free)
-    # which coordinates each path depends on: moment arms about every free coordinate at the frames
+    # which coordinates each path depends on: moment arms about every free coordinate at (up to 12
+    # of) the fit frames, half spread evenly and half at the extremes of the visited poses
     depends = np.zeros((len(muscles), len(free)), dtype=bool)
-    for q in frames:
+    for q in frames[select_frames(frames, 12)]:
         probe.set(q)
         for m in range(len(muscles)):
             for c in range(len(free)):
