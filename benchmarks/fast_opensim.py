@@ -16,7 +16,9 @@ optimisation with OpenSim's StaticOptimization and batched. Every run is a whole
 (``python -m musculo.opensim_tools <tool>``: imports, model loading, the work, checks, atomic
 writes), timed the same way; ``ms/frame`` = process wall time / frames, ``peak MB`` its maximum
 resident set. ``speedup`` is OpenSim's ms/frame over the fast path's (path fit excluded; its cost
-per subject is listed on its own row and amortised in ``speedup+fit``). Accuracy columns compare
+per subject is listed on its own row and amortised in ``speedup+fit``). ``compute x`` compares the
+computation alone (OpenSim's ``run()``; the fast path's evaluation or solve), without the process
+start, imports, model loading and file writing both pay once per trial. Accuracy columns compare
 the fast path with OpenSim's outputs of the same run: worst per-muscle (and coordinate) RMS of
 lengths and moment arms (mm), worst per-muscle activation RMS difference.
 
@@ -171,6 +173,8 @@ def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, An
                 "stage": "muscle_analysis",
                 "frames": frames,
                 "opensim_s": ma["os"][0],
+                "opensim_compute_s": ma["os"][2].get("seconds", float("nan")),
+                "fast_compute_s": ma["fast"][2].get("seconds", float("nan")),
                 "opensim_mb": ma["os"][1],
                 "fast_s": ma["fast"][0],
                 "fast_mb": ma["fast"][1],
@@ -214,6 +218,8 @@ def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, An
                 "stage": "static_optimization",
                 "frames": len(fb),
                 "opensim_s": so["os"][0],
+                "opensim_compute_s": so["os"][2].get("seconds", float("nan")),
+                "fast_compute_s": so["fast"][2].get("seconds", float("nan")),
                 "opensim_mb": so["os"][1],
                 "fast_s": so["fast"][0],
                 "fast_mb": so["fast"][1],
@@ -232,8 +238,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             frames_per_subject[r["subject"]] = frames_per_subject.get(r["subject"], 0) + r["frames"]
     head = (
         f"{'stage':20s} {'subject':20s} {'trial':10s} {'frames':>6s} {'OpenSim ms/fr':>13s} "
-        f"{'fast ms/fr':>10s} {'speedup':>8s} {'speedup+fit':>11s} {'OpenSim MB':>10s} {'fast MB':>8s}"
-        "  accuracy"
+        f"{'fast ms/fr':>10s} {'speedup':>8s} {'speedup+fit':>11s} {'compute x':>9s} {'OpenSim MB':>10s} "
+        f"{'fast MB':>8s}  accuracy"
     )
     print(head)
     print("-" * len(head))
@@ -241,8 +247,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if r["stage"] == "path_fit":
             print(
                 f"{'path_fit':20s} {r['subject']:20s} {'(subject)':10s} {r['frames']:6d} {'':>13s} "
-                f"{'':>10s} {'':>8s} {'':>11s} {'':>10s} {r['fast_mb']:8.0f}  {r['fast_s']:.1f} s for "
-                f"{r['muscles']} muscles"
+                f"{'':>10s} {'':>8s} {'':>11s} {'':>9s} {'':>10s} {r['fast_mb']:8.0f}  "
+                f"{r['fast_s']:.1f} s for {r['muscles']} muscles"
             )
             continue
         os_ms, fast_ms = 1e3 * r["opensim_s"] / r["frames"], 1e3 * r["fast_s"] / r["frames"]
@@ -251,16 +257,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{r['stage']:20s} {r['subject']:20s} {r['trial']:10s} {r['frames']:6d} {os_ms:13.2f} "
             f"{fast_ms:10.2f} {os_ms / fast_ms:8.1f} {os_ms / (fast_ms + fit_ms):11.1f} "
+            f"{r['opensim_compute_s'] / r['fast_compute_s']:9.1f} "
             f"{r['opensim_mb']:10.0f} {r['fast_mb']:8.0f}  {r['accuracy']}"
         )
     for stage in ("muscle_analysis", "static_optimization"):
         sel = [r for r in rows if r["stage"] == stage]
         if sel:
             os_s, fast_s = sum(r["opensim_s"] for r in sel), sum(r["fast_s"] for r in sel)
+            os_c, fast_c = sum(r["opensim_compute_s"] for r in sel), sum(r["fast_compute_s"] for r in sel)
             n = sum(r["frames"] for r in sel)
             print(
-                f"{stage}: all trials {1e3 * os_s / n:.2f} vs {1e3 * fast_s / n:.2f} ms/frame "
-                f"(x{os_s / fast_s:.1f}); peak MB max "
+                f"{stage}: all trials {1e3 * os_s / n:.2f} vs {1e3 * fast_s / n:.2f} ms/frame per process "
+                f"(x{os_s / fast_s:.1f}); computation alone {1e3 * os_c / n:.2f} vs "
+                f"{1e3 * fast_c / n:.3f} ms/frame (x{os_c / fast_c:.0f}); peak MB max "
                 f"{max(max(r['opensim_mb'], r['fast_mb']) for r in sel):.0f}"
             )
 

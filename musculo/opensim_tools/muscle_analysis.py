@@ -6,6 +6,7 @@ the physics core loads directly: see docs/DEVELOPING.md for its keys.
 
 from __future__ import annotations
 
+import time as _time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -266,8 +267,10 @@ def run_muscle_analysis(
             sum(len(m) * len(c) for m, c in groups),
             len(groups),
         )
+        t0 = _time.perf_counter()
         if not runner.run():
             raise OpenSimToolError(f"muscle analysis failed on {coords_file}; see the job log")
+        seconds = _time.perf_counter() - t0
 
         def table(suffix: str, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
             path = results / f"ma_{suffix}.sto"
@@ -341,4 +344,5 @@ def run_muscle_analysis(
         "frames": int(time.size),
         "muscles": len(names),
         "coordinates": len(coords),
+        "seconds": seconds,
     }

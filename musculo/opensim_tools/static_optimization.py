@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,10 @@ def run_so(
             len(muscles),
             len(actuators),
         )
+        t0 = time.perf_counter()
         if not runner.run():
             raise OpenSimToolError(f"static optimization failed on {coords_file}; see the job log")
+        seconds = time.perf_counter() - t0
         act = check_table(
             tmp / "so_StaticOptimization_activation.sto",
             tool="so",
@@ -186,4 +189,4 @@ def run_so(
     )
     if worst is not None:
         logger.info("SO: largest reserve %s, max %.3g N m", worst["coordinate"], worst["max_abs"])
-    return report
+    return {**report, "seconds": seconds}
