@@ -42,8 +42,15 @@ def job_logging(
     previous = logger.level
     logger.addHandler(handler)
     logger.setLevel(level)
+    from musculo.errors import MusculoError
+
     try:
         yield
+    except MusculoError as exc:
+        # musculo's own errors name the file, the field and the fix: the message is the log's last
+        # line, with no traceback before it (the traceback still reaches the caller's stderr)
+        logger.error("job failed: %s", exc)
+        raise
     except BaseException:
         logger.exception("job failed")
         raise
