@@ -182,7 +182,12 @@ def test_tables_rounding_times_differently_still_align(tmp_path):
     loaded = load_trial(muscle_analysis=d / "muscle_analysis.npz", inverse_dynamics=d / "id.sto",
                         emg=d / "emg.sto")
     np.testing.assert_allclose(loaded.excitation[0], trial.excitation[0], atol=1e-3)
-    late = emg.set_axis(emg.index + 0.6 * trial.dt, axis=0)  # more than half a sample late
+    shifted = emg.set_axis(emg.index - 0.7 * trial.dt, axis=0)  # OpenSim ID's own grid: held at the end
+    write_sto(d / "emg.sto", pd.DataFrame(shifted))
+    loaded = load_trial(muscle_analysis=d / "muscle_analysis.npz", inverse_dynamics=d / "id.sto",
+                        emg=d / "emg.sto")
+    assert loaded.excitation.shape == trial.excitation.shape
+    late = emg.set_axis(emg.index + 1.5 * trial.dt, axis=0)  # more than one sample late
     write_sto(d / "emg.sto", pd.DataFrame(late))
     with pytest.raises(InputDataError, match="does not cover"):
         load_trial(muscle_analysis=d / "muscle_analysis.npz", inverse_dynamics=d / "id.sto",

@@ -322,7 +322,9 @@ def run_batched_so(
         if missing:
             raise InputDataError(f"{id_file}: no inverse-dynamics column for coordinates {missing}; rerun ID")
         id_time = id_df.index.to_numpy(dtype=float)
-        slack = 0.5 * float(np.median(np.diff(time))) if len(time) > 1 else 1e-6
+        # OpenSim's ID resamples uneven coordinate times on a grid of its own, shifted by up to one
+        # sample from the coordinates file's frames: up to one sample at either end is held
+        slack = float(np.median(np.diff(id_time))) if len(id_time) > 1 else 1e-6
         if time[0] < id_time[0] - slack or time[-1] > id_time[-1] + slack:
             raise InputDataError(
                 f"{id_file}: covers {id_time[0]:.3f}-{id_time[-1]:.3f} s but static optimisation needs "
