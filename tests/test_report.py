@@ -562,10 +562,13 @@ def test_sources_share_one_axis_unit() -> None:
     assert all(line.get_xdata().max() == 100.0 for line in both.axes[0].lines)
 
 
-def test_partial_summary_after_a_failed_subject(cohort: Path) -> None:
+def test_partial_summary_after_a_failed_subject(cohort: Path, tmp_path: Path) -> None:
     from musculo.report.summary import build_partial_summary
 
-    results = cohort / "results"
+    results = tmp_path / "results"
+    for sid in ("S01", "S02"):  # the evaluation tables alone (the shared cohort may hold reports)
+        (results / sid).mkdir(parents=True)
+        shutil.copy2(cohort / "results" / sid / "evaluation.tsv", results / sid / "evaluation.tsv")
     assert build_partial_summary(results_dir=results, subjects=["S01", "S02"]) is None  # no report yet
     assert not (results / "summary.html").exists()
     (results / "S01" / "report.html").write_text("<html></html>")  # S01 finished; S02's jobs failed
