@@ -22,9 +22,10 @@ start, imports, model loading and file writing both pay once per trial. Accuracy
 the fast path with OpenSim's outputs of the same run: worst per-muscle (and coordinate) RMS of
 lengths and moment arms (mm), worst per-muscle activation RMS difference.
 
-Cohort (``--cohort``): the default demo cohort from scratch (``snakemake --keep-going``) in a
-temporary copy of the repository, for each ``--methods`` (fast: the configured defaults;
-opensim: ``ma_method: opensim, so_method: opensim``) and each ``--cores``; wall time in minutes.
+Cohort (``--cohort``): the demo cohort from scratch (``snakemake --keep-going``) in a temporary
+copy of the repository, for each ``--methods`` (fast: ``ma_method: polynomial, so_method:
+batched``; opensim: ``ma_method: opensim, so_method: opensim``) and each ``--cores``; wall time in
+minutes. ``--until opensim`` stops at every subject's quality table (the OpenSim stages).
 """
 
 from __future__ import annotations
@@ -294,11 +295,13 @@ def cohort(methods: list[str], cores: list[int], overlays: list[str], until: str
                 dst = Path(tmp) / "repo"
                 ignore = shutil.ignore_patterns(".git", ".venv", "results", ".snakemake", "__pycache__")
                 shutil.copytree(REPO, dst, ignore=ignore, symlinks=True)
-                extra = []
-                if method == "opensim":
-                    text = "opensim:\n  ma_method: opensim\n  so_method: opensim\n"
-                    (dst / "opensim_tools.yaml").write_text(text)
-                    extra = ["opensim_tools.yaml"]
+                fast = method == "fast"
+                text = (
+                    f"opensim:\n  ma_method: {'polynomial' if fast else 'opensim'}\n"
+                    f"  so_method: {'batched' if fast else 'opensim'}\n"
+                )
+                (dst / "opensim_tools.yaml").write_text(text)
+                extra = ["opensim_tools.yaml"]
                 files = [*overlays, *extra]
                 cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", str(n), "--keep-going"]
                 if files:
