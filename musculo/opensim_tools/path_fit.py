@@ -208,6 +208,11 @@ def trial_frames(*, model: Any, mots: Sequence[Path], coordinates: Sequence[str]
     return np.concatenate(rows)
 
 
+def spread(n: int, count: int) -> np.ndarray:
+    """Indices of at most ``count`` of ``n`` rows, spread evenly from the first to the last."""
+    return np.unique(np.linspace(0, n - 1, max(1, min(n, count))).round().astype(int))
+
+
 def select_frames(frames: np.ndarray, count: int) -> np.ndarray:
     """Indices of ``count`` frames: half spread evenly, half farthest from those already chosen.
 
@@ -217,7 +222,7 @@ def select_frames(frames: np.ndarray, count: int) -> np.ndarray:
     n = len(frames)
     if count <= 0 or n <= count:
         return np.arange(n)
-    chosen = list(np.unique(np.linspace(0, n - 1, max(1, count // 2)).round().astype(int)))
+    chosen = list(spread(n, count // 2))
     span = np.ptp(frames, axis=0)
     scaled = frames / np.where(span > 0, span, 1.0)
     dist = np.min(np.linalg.norm(scaled[:, None, :] - scaled[chosen][None, :, :], axis=2), axis=1)
@@ -463,9 +468,9 @@ def fit_paths(
             free[int(worst)],
         )
     pool = visited[in_range] if in_range.any() else visited
-    check = pool[np.unique(np.linspace(0, len(pool) - 1, min(len(pool), 2000)).round().astype(int))]
+    check = pool[spread(len(pool), 2000)]
     check_posed, check_lengths, _ = measure(check, with_arms=False)
-    arm_rows = np.unique(np.linspace(0, len(check) - 1, min(len(check), 60)).round().astype(int))
+    arm_rows = spread(len(check), 60)
     _, _, check_arms = measure(check_posed[arm_rows])
     posed = np.empty((0, len(free)))
     lengths = np.empty((0, len(muscles)))
