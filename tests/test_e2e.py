@@ -12,10 +12,22 @@ import pytest
 from conftest import REPO, workflow_subjects
 from test_report import assert_cells_match, assert_images_embedded, parse
 
+from musculo.io.tables import read_sto
+from musculo.opensim_tools.quality import coordinate_ranges
 from musculo.report.collect import read_evaluation
 from musculo.subject import load_subject
 
 SUBJECTS = workflow_subjects()
+
+
+def assert_static_pose_in_ranges(model_dir):
+    """The static pose marker placement solved lies within the scaled model's joint ranges."""
+    pose = read_sto(model_dir / "scale_static_pose.mot")
+    for coord, (lo, hi, rotational) in coordinate_ranges(model_dir / "scaled.osim").items():
+        column = next(c for c in pose.columns if c.endswith(f"/{coord}/value"))
+        value = float(pose[column].iloc[0])
+        slack = 1e-6 if rotational else 1e-9
+        assert lo - slack <= value <= hi + slack, f"{model_dir}: static {coord} = {value} not in [{lo}, {hi}]"
 
 
 @pytest.mark.workflow
@@ -27,6 +39,7 @@ def test_subject_processed_end_to_end(workflow_run, sid):
     for trial in subject.trial_names("dynamic"):
         for name in ("markers.trc", "ik.mot", "id.sto", "so_activation.sto", "muscle_analysis.npz"):
             assert (res / trial / name).stat().st_size > 0, f"{sid}/{trial}/{name}"
+    assert_static_pose_in_ranges(res / "model")
     quality = pd.read_csv(res / "quality.tsv", sep="\t")
     assert {"scale", "ik", "id", "so"} <= set(quality["stage"])
     evaluation = read_evaluation(res / "evaluation.tsv")

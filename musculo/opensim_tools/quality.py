@@ -56,14 +56,19 @@ def _row(
 
 
 def coordinate_ranges(model: PathLike) -> dict[str, tuple[float, float, bool]]:
-    """``{coordinate: (min, max, rotational)}`` of a model's unlocked coordinates (rad or m)."""
-    from musculo.opensim_tools.common import is_rotational, load_model
+    """``{coordinate: (min, max, rotational)}`` of a model's unlocked joint coordinates (rad or m).
+
+    The coordinates of joints to ground are left out: their ranges bound a GUI slider, not an
+    anatomy (a subject walks in any direction of the lab).
+    """
+    from musculo.opensim_tools.common import is_rotational, load_model, root_coordinates
 
     osim = load_model(model)
     state = osim.initSystem()
+    roots = set(root_coordinates(osim))
     out: dict[str, tuple[float, float, bool]] = {}
     for coord in osim.getCoordinateSet():
-        if coord.getLocked(state):
+        if coord.getLocked(state) or coord.getName() in roots:
             continue
         name = coord.getName()
         out[name] = (coord.getRangeMin(), coord.getRangeMax(), is_rotational(osim, name))

@@ -27,6 +27,7 @@ from musculo.opensim_tools.common import (
     load_model,
     publish,
     require_file,
+    root_coordinates,
     route_opensim_log,
     time_window,
     work_dir,
@@ -172,6 +173,38 @@ def marker_errors(
     return errors
 
 
+def clamped_copy(model: PathLike, out: PathLike) -> dict[str, bool]:
+    """Write ``model`` with its joints' rotational coordinates clamped to their ranges.
+
+    Marker placement solves the static pose by inverse kinematics from the model's default pose;
+    unclamped, it can settle in a pose the joints do not allow (a femur turned half round with the
+    ankle turned back, which fits thigh and shank markers almost as well). Markers placed on that
+    pose are wrong on their bodies, and every later IK of the subject inherits the error. The
+    coordinates of joints to ground stay free (a subject may face any direction in the lab).
+    Returns each coordinate's original ``clamped`` flag, for :func:`restore_clamping`.
+    """
+    opensim = import_opensim()
+    osim = opensim.Model(str(model))
+    roots = set(root_coordinates(osim))
+    original: dict[str, bool] = {}
+    for coord in osim.getCoordinateSet():
+        original[coord.getName()] = bool(coord.getDefaultClamped())
+        if coord.getName() not in roots and coord.getMotionType() == 1:  # Coordinate.Rotational
+            coord.setDefaultClamped(True)
+    osim.printToXML(str(out))
+    return original
+
+
+def restore_clamping(model: PathLike, original: Mapping[str, bool]) -> None:
+    """Set each coordinate's ``clamped`` flag of the model file back to ``original``'s, in place."""
+    opensim = import_opensim()
+    osim = opensim.Model(str(model))
+    for coord in osim.getCoordinateSet():
+        if coord.getName() in original:
+            coord.setDefaultClamped(original[coord.getName()])
+    osim.printToXML(str(model))
+
+
 def scale_model(
     *,
     generic_model: PathLike,
@@ -200,10 +233,12 @@ def scale_model(
     each body is scaled by the distances between the trial markers on it. ``marker_weights``
     overrides marker-placement weights. A marker seen in fewer than ``min_marker_coverage`` of
     the static frames (a gap-filled ghost or a mislabelled blip) is left out of marker placement
-    and of the marker error, with a warning. Stops with a specific error when a scale factor is outside
-    ``scale_bounds`` or the marker RMS (m) after placement exceeds ``max_marker_rms``. Writes the
-    scaled model, the resolved setup and ``quality_out`` (JSON: scale factors, per-marker error,
-    RMS and max, m).
+    and of the marker error, with a warning. The static pose is solved with the joints clamped to
+    their ranges (:func:`clamped_copy`); the scaled model keeps the generic model's flags. Stops
+    with a specific error when a scale factor is outside ``scale_bounds`` or the RMS distance (m)
+    between the scaled model's markers, before placement moves them, and the static trial exceeds
+    ``max_marker_rms``. Writes the scaled model, the resolved setup and ``quality_out`` (JSON:
+    scale factors, per-marker error, RMS and max, m).
     """
     route_opensim_log(log)
     opensim = import_opensim()
@@ -300,7 +335,6 @@ def scale_model(
     window = opensim.ArrayDouble()
     window.append(start)
     window.append(end)
-    tool.getGenericModelMaker().setModelFileName(str(generic))
     tool.getGenericModelMaker().setMarkerSetFileName(str(marker_set_path))
     scaler.setApply(True)
     scaler.setMarkerFileName(str(trc))
@@ -317,7 +351,10 @@ def scale_model(
     out_model, out_setup, out_quality = Path(output_model), Path(setup_out), Path(quality_out)
     with work_dir(out_model) as tmp:
 
-        def write_setup(path: Path, model_out: Path, scale_out: Path, motion_out: Path) -> None:
+        def write_setup(
+            path: Path, generic_in: Path, model_out: Path, scale_out: Path, motion_out: Path
+        ) -> None:
+            tool.getGenericModelMaker().setModelFileName(str(generic_in))
             scaler.setOutputScaleFileName(str(scale_out))
             placer.setOutputModelFileName(str(model_out))
             placer.setOutputMotionFileName(str(motion_out))
@@ -326,11 +363,19 @@ def scale_model(
         folder = out_model.parent.resolve()
         write_setup(
             tmp / "scale_setup.xml",
+            generic,
             out_model.resolve(),
             folder / "scale_set.xml",
             folder / "scale_static_pose.mot",
         )
-        write_setup(tmp / "run.xml", tmp / "scaled.osim", tmp / "scale_set.xml", tmp / "pose.mot")
+        clamped = clamped_copy(generic, tmp / "generic_clamped.osim")
+        write_setup(
+            tmp / "run.xml",
+            tmp / "generic_clamped.osim",
+            tmp / "scaled.osim",
+            tmp / "scale_set.xml",
+            tmp / "pose.mot",
+        )
         logger.info(
             "scale %s with %s: %.3f-%.3f s, %d markers, mass %.2f kg",
             generic.name,
@@ -347,6 +392,7 @@ def scale_model(
         for name in ("scaled.osim", "scale_set.xml", "pose.mot"):
             if not (tmp / name).is_file():
                 raise OutputCheckError(f"scale: OpenSim wrote no {name}; see the job log")
+        restore_clamping(tmp / "scaled.osim", clamped)
         factors = read_scale_factors(tmp / "scale_set.xml")
         lo, hi = float(scale_bounds[0]), float(scale_bounds[1])
         bad = {seg: f for seg, f in factors.items() if min(f) < lo or max(f) > hi}
