@@ -80,6 +80,24 @@ def method_forces_input(subject: str, method: str, trial: str, *, results: str =
     return str(Path(results, subject, method, "predictions"))
 
 
+def not_fitted_reason(model_dir: str | os.PathLike[str]) -> str | None:
+    """Why an estimator gave no muscle forces for a subject (its ``model/status.json``), else None.
+
+    An estimator that needs EMG records "not fitted" when no channel passed quality; the workflow
+    then asks no joint reactions of it and its contact table says why it is empty.
+    """
+    status = Path(model_dir) / "status.json"
+    if not status.is_file():
+        return None
+    try:
+        record = json.loads(status.read_text())
+    except json.JSONDecodeError as exc:
+        raise ContactForceError(f"{status}: not valid JSON ({exc}); rerun the estimator") from exc
+    if record.get("status") != "not fitted":
+        return None
+    return str(record.get("reason", "not fitted"))
+
+
 class ContactForceError(MusculoError):
     """Joint reaction loads cannot be turned into contact forces."""
 
@@ -278,6 +296,7 @@ def contact_forces(
     truth_dir: str | os.PathLike[str] | None = None,
     published_peak_bw: Mapping[str, Sequence[float]] | None = None,
     events: Sequence[str | os.PathLike[str]] | None = None,
+    not_fitted: str | None = None,
 ) -> pd.DataFrame:
     """Contact forces of one method over a subject's trials: curves and ``evaluation.tsv`` rows.
 
@@ -301,7 +320,14 @@ def contact_forces(
         events: each trial's ``events.json``; peaks are then taken within the stance phases of
             each channel's side (see :func:`stance_windows`), which leaves out spans off the force
             plates, where the ground reaction is unknown and the reactions meaningless.
+        not_fitted: why the method has no muscle forces for the subject (see
+            :func:`not_fitted_reason`); then ``trials`` is empty, the table has no rows and the
+            curves' ``info.json`` holds the reason.
     """
+    if not_fitted is not None and len(trials):
+        raise ContactForceError(
+            f"{subject} {method}: not fitted ({not_fitted}) but {len(trials)} trials given"
+        )
     if not (len(trials) == len(reactions) == len(summaries)):
         raise ContactForceError(
             f"{subject} {method}: {len(trials)} trials, {len(reactions)} reaction tables and "
@@ -339,8 +365,12 @@ def contact_forces(
         (Path(tmp) / "info.json").write_text(json.dumps(
             {"subject": subject, "method": method, "mass": mass, "body_weight": body_weight,
              "intercondylar_distance": distances, "trials": list(curves),
-             "published_peak_bw": {k: list(v) for k, v in (published_peak_bw or {}).items()}}, indent=2))
+             "published_peak_bw": {k: list(v) for k, v in (published_peak_bw or {}).items()},
+             **({"status": "not fitted", "reason": not_fitted} if not_fitted is not None else {})},
+            indent=2))
     write_evaluation_table(table, evaluation_out)
+    if not_fitted is not None:
+        logger.warning("%s %s: no contact forces, the method was not fitted: %s", subject, method, not_fitted)
     knee = table[(table["metric"] == "peak_BW") & table["channel"].str.endswith("_total")]
     if not knee.empty:
         logger.info("%s %s: total knee contact force peak %.2f-%.2f BW over %d trial(s)", subject, method,

@@ -18,6 +18,7 @@ from musculo.contact import (
     contact_channels,
     contact_forces,
     intercondylar_distances,
+    not_fitted_reason,
 )
 from musculo.errors import InputDataError
 from musculo.io.tables import read_sto, write_sto
@@ -242,6 +243,27 @@ def test_contact_forces_writes_peaks_in_newtons_and_body_weights(tmp_path):
                        summaries=[tmp_path / "t1.json"], mass=0.0, evaluation_out=tmp_path / "e2.tsv",
                        curves_dir=tmp_path / "c2")
     assert not (tmp_path / "e2.tsv").exists()
+
+
+def test_a_method_not_fitted_gets_an_empty_contact_table_that_says_why(tmp_path):
+    from musculo.evaluation import write_not_applicable
+
+    reason = "no EMG channel of the subject passed quality in every trial"
+    write_not_applicable(method="mse", subject="s1", out_dir=tmp_path / "mse", reason=reason)
+    assert not_fitted_reason(tmp_path / "mse" / "model") == reason
+    (tmp_path / "fitted").mkdir()
+    assert not_fitted_reason(tmp_path / "fitted") is None
+    ev = tmp_path / "ev"
+    out = contact_forces(subject="s1", method="mse", trials=[], reactions=[], summaries=[], mass=70.0,
+                         evaluation_out=ev / "evaluation.tsv", curves_dir=ev / "curves", not_fitted=reason)
+    assert out.empty
+    assert list(pd.read_csv(tmp_path / "ev" / "evaluation.tsv", sep="\t").columns) == COLUMNS
+    info = json.loads((tmp_path / "ev" / "curves" / "info.json").read_text())
+    assert info["status"] == "not fitted" and info["reason"] == reason and info["trials"] == []
+    with pytest.raises(ContactForceError, match="not fitted"):
+        contact_forces(subject="s1", method="mse", trials=["t1"], reactions=["a.sto"], summaries=["a.json"],
+                       mass=70.0, evaluation_out=tmp_path / "e3.tsv", curves_dir=tmp_path / "c3",
+                       not_fitted=reason)
 
 
 def test_report_draws_contact_forces_and_summary_pools_sides(tmp_path):

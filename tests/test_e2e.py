@@ -7,6 +7,8 @@ every applicable method, and a report whose tables match evaluation.tsv.
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from conftest import REPO, workflow_subjects
@@ -55,13 +57,19 @@ def test_subject_processed_end_to_end(workflow_run, sid):
     methods = set(evaluation["method"])
     assert {"so", "null"} <= methods  # every subject has the floor beside its methods
     fitted = subject.emg_channels and not (res / "mse" / "model" / "status.json").is_file()
+    contact = evaluation[evaluation["quantity"] == "contact_force"]
+    assert "so" in set(contact["method"])
     if fitted:
         assert {"mse", "nmm"} <= methods
+        assert {"mse", "nmm"} <= set(contact["method"])  # each method's muscle forces give joint loads
         moments = evaluation[evaluation["quantity"] == "moment"]
         assert {"mse", "nmm"} <= set(moments["method"])
         if subject.hide:
             lomo = evaluation[(evaluation["quantity"] == "excitation") & (evaluation["method"] == "mse")]
             assert set(subject.hide) & set(lomo["channel"])
+    elif subject.emg_channels:  # an estimator that was not fitted: an empty contact table that says why
+        info = json.loads((res / "contact" / "mse" / "curves" / "info.json").read_text())
+        assert info["status"] == "not fitted" and not set(contact["method"]) & {"mse", "nmm"}
     report = parse(res / "report.html")
     assert_images_embedded(report.images, 2)
     assert_cells_match(report.cells, evaluation)

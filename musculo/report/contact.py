@@ -163,6 +163,10 @@ def contact_figures(
     body_weight, bands = None, {}
     for method in order:
         info = json.loads((root / method / "curves" / "info.json").read_text())
+        if info.get("status") == "not fitted":
+            reason = info.get("reason")
+            notes.append(f"{method.upper()}: no contact forces, the method was not fitted ({reason}).")
+            continue
         body_weight = body_weight or float(info["body_weight"])
         bands = bands or dict(info.get("published_peak_bw") or {})
         for trial in trials:

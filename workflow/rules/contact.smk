@@ -1,6 +1,6 @@
 """Joint contact forces from each method's muscle forces (OpenSim JointReaction + musculo.contact)."""
 
-from musculo.contact import contact_methods, method_forces_file, method_forces_input
+from musculo.contact import contact_methods, method_forces_file, method_forces_input, not_fitted_reason
 
 CONTACT = config["contact"]
 # every valid subject's contact tables (one per method), part of the default target
@@ -41,17 +41,30 @@ rule joint_reaction:
         "../scripts/joint_reaction.py"
 
 
+def method_not_fitted(w):
+    """Why method w.method gave subject w.subject no muscle forces (None: it did, or it is SO)."""
+    if w.method == "so":
+        return None
+    return not_fitted_reason(checkpoints.estimate.get(subject=w.subject, method=w.method).output.model)
+
+
+def contact_trials(w):
+    """The trials whose joint reactions a method's contact table is made of."""
+    return [] if method_not_fitted(w) is not None else dynamic_trials(w.subject)
+
+
 rule contact_forces:
     """Knee (total, medial, lateral), hip and ankle contact forces of one method over the trials."""
     input:
         reactions=lambda w: [
-            res(w.subject, "contact", w.method, f"{t}.reactions.sto") for t in dynamic_trials(w.subject)
+            res(w.subject, "contact", w.method, f"{t}.reactions.sto") for t in contact_trials(w)
         ],
         summaries=lambda w: [
-            res(w.subject, "contact", w.method, f"{t}.reactions.json") for t in dynamic_trials(w.subject)
+            res(w.subject, "contact", w.method, f"{t}.reactions.json") for t in contact_trials(w)
         ],
-        events=lambda w: [res(w.subject, t, "events.json") for t in dynamic_trials(w.subject)],
+        events=lambda w: [res(w.subject, t, "events.json") for t in contact_trials(w)],
         scale=res("{subject}", "model", "scale_quality.json"),
+        fit=lambda w: [] if w.method == "so" else res(w.subject, w.method, "model"),
         truth=lambda w: res(w.subject, "contact", "truth", "curves") if subject(w.subject).is_twin else [],
     output:
         evaluation=res("{subject}", "contact", "{method}", "evaluation.tsv"),
@@ -63,7 +76,8 @@ rule contact_forces:
     params:
         subject="{subject}",
         method="{method}",
-        trials=lambda w: dynamic_trials(w.subject),
+        trials=contact_trials,
+        not_fitted=method_not_fitted,
         mass=lambda w: subject(w.subject).mass,
         intercondylar_distance=CONTACT["intercondylar_distance"],
         published_peak_bw=CONTACT["published_peak_bw"],

@@ -29,8 +29,12 @@ rule calibrate:
         "../scripts/calibrate.py"
 
 
-rule estimate:
-    """Fit and evaluate one registered method on a subject: folds, leave-one-muscle-out, deployable fit."""
+checkpoint estimate:
+    """Fit and evaluate one registered method on a subject: folds, leave-one-muscle-out, deployable fit.
+
+    A checkpoint: whether the method was fitted (model/status.json) decides which joint reactions
+    its contact forces need.
+    """
     input:
         unpack(estimate_inputs),
     output:
