@@ -171,6 +171,35 @@ def test_unknown_muscles_coordinates_and_emg_labels(base):
     assert "channel 'R_Gastroc' is not among the analog channels" in msg and "R_Gast" in msg
 
 
+def test_emg_channel_sides_are_checked(base):
+    folder, raw = base
+    raw["emg"]["channels"]["R_Hams"] = ["semiten_r", "bifemlh_l"]  # one electrode, both legs
+    raw["emg"]["channels"]["L_Tib_Post"] = ["tib_post"]  # no side suffix
+    save(folder, raw)
+    _, problems, _ = check_subject(folder)
+    warnings = {p.where.rsplit(": ", 1)[-1]: str(p) for p in problems if p.level == "warning"}
+    assert "muscles of both sides" in warnings["emg.channels.R_Hams"]
+    assert "no side suffix" in warnings["emg.channels.L_Tib_Post"]
+    assert "emg.channels.R_Gast" not in warnings  # a channel of one side is not warned about
+
+
+def test_unlabelled_trajectories_are_not_markers(base):
+    folder, _ = base
+    target = folder / "HC002D06.c3d"
+    before = read_c3d(target, plates=False)
+
+    def unlabel(c):
+        labels = list(c["parameters"]["POINT"]["LABELS"]["value"])
+        labels[labels.index("RKNE")] = "*8"
+        c["parameters"]["POINT"]["LABELS"]["value"] = labels
+
+    rewrite_c3d(target, unlabel)
+    after = read_c3d(target, plates=False)
+    assert "RKNE" in before.marker_labels
+    assert "RKNE" not in after.marker_labels and "8" not in after.marker_labels
+    assert after.markers.shape[1] == before.markers.shape[1] - 1
+
+
 def test_time_range_outside_the_time_axis(base):
     folder, raw = base
     raw["trials"][1]["time_range"] = [0.0, 1.0]  # the C3D's clock starts at 1.24 s
