@@ -63,3 +63,14 @@ def test_read_anc(dataset_file):
     ]
     assert a.data.shape == (4780, 28)
     assert np.abs(a.data[:, 18:]).max() < 2.5  # volts within the +-2.5 V range
+
+
+def test_a_table_covers_a_window_give_or_take_one_of_its_samples():
+    from musculo.io.tables import covers
+
+    grid = 0.0083 + np.arange(61) / 60.0  # OpenSim's own 60 Hz grid, half a sample off the frames
+    assert covers(grid, 0.0, 1.0)
+    assert not covers(grid, 0.0, 1.03)  # two samples short at the end
+    assert not covers(grid + 0.02, 0.0, 1.0)  # starts more than a sample late
+    assert covers(np.array([-1e-6, 0.5, 1.0]), 0.0, 1.0)
+    assert not covers(np.array([0.0]), 0.0, 0.0)

@@ -43,6 +43,21 @@ def read_sto(path: str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
+def covers(times: np.ndarray, start: float, end: float) -> bool:
+    """Whether a table's ``times`` span ``start``-``end``, give or take one of its samples.
+
+    OpenSim's ID, AnalyzeTool and JointReaction resample a coordinates file with uneven times
+    (60 Hz rounded) on a grid of their own, shifted by up to one sample from the file's frames, and
+    tools round times differently (-1e-6 for 0): a table is held to cover a window when it reaches
+    within one sample (at least 1e-6 s) of each end. Values there are interpolated or held.
+    """
+    t = np.asarray(times, dtype=float)
+    if len(t) < 2:
+        return False
+    slack = max(1e-6, float(np.median(np.diff(t))))
+    return bool(t[0] <= start + slack and t[-1] >= end - slack)
+
+
 def in_degrees(df: pd.DataFrame) -> bool:
     """Whether a table read by :func:`read_sto` declares its angles in degrees."""
     return str(df.attrs.get("inDegrees", "no")).lower() == "yes"

@@ -232,7 +232,7 @@ def run_batched_so(
     """
     import pandas as pd
 
-    from musculo.io.tables import read_sto, write_sto
+    from musculo.io.tables import covers, read_sto, write_sto
 
     if activation_exponent != 2.0:
         raise InputDataError(
@@ -322,10 +322,7 @@ def run_batched_so(
         if missing:
             raise InputDataError(f"{id_file}: no inverse-dynamics column for coordinates {missing}; rerun ID")
         id_time = id_df.index.to_numpy(dtype=float)
-        # OpenSim's ID resamples uneven coordinate times on a grid of its own, shifted by up to one
-        # sample from the coordinates file's frames: up to one sample at either end is held
-        slack = float(np.median(np.diff(id_time))) if len(id_time) > 1 else 1e-6
-        if time[0] < id_time[0] - slack or time[-1] > id_time[-1] + slack:
+        if not covers(id_time, float(time[0]), float(time[-1])):
             raise InputDataError(
                 f"{id_file}: covers {id_time[0]:.3f}-{id_time[-1]:.3f} s but static optimisation needs "
                 f"{time[0]:.3f}-{time[-1]:.3f} s; rerun ID with the same time window"

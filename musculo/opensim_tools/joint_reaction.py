@@ -36,7 +36,7 @@ import pandas as pd
 
 from musculo import logger
 from musculo.errors import InputDataError
-from musculo.io.tables import read_sto, write_sto
+from musculo.io.tables import covers, read_sto, write_sto
 from musculo.opensim_tools.common import (
     OpenSimToolError,
     OutputCheckError,
@@ -378,10 +378,7 @@ def run_joint_reaction(
             for c in ("fx", "fy", "fz", "mx", "my", "mz")
         ]
         df = check_table(produced, tool="joint_reaction", columns=columns)
-        # the AnalyzeTool resamples a coordinates file with uneven times (60 Hz rounded) on a grid of
-        # its own, shifted by up to one sample from the file's frames
-        step = float(np.median(np.diff(ct))) if len(ct) > 1 else 0.0
-        if df.index[0] > start + step + 1e-6 or df.index[-1] < end - step - 1e-6:
+        if not covers(df.index.to_numpy(dtype=float), start, end):
             raise OutputCheckError(
                 f"joint_reaction: {produced.name} covers {df.index[0]:.3f}-{df.index[-1]:.3f} s, "
                 f"expected {start:.3f}-{end:.3f} s"

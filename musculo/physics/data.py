@@ -19,7 +19,7 @@ import pandas as pd
 from musculo import logger
 from musculo.errors import InputDataError
 from musculo.io.events import contact_window
-from musculo.io.tables import read_sto
+from musculo.io.tables import covers, read_sto
 
 PathLike = str | os.PathLike[str]
 
@@ -173,11 +173,7 @@ def _id_column(columns: list[str], coordinate: str) -> str | None:
 
 def _resample(df: pd.DataFrame, time: np.ndarray, *, source: Path) -> np.ndarray:
     t = np.asarray(df.index, dtype=float)
-    # Tables written by different tools round their times differently (e.g. -1e-6 for 0), and
-    # OpenSim's ID resamples a coordinates file with uneven times (60 Hz rounded) on a grid of its
-    # own, shifted by up to one sample: a gap of up to one sample of the table is held at its edge.
-    tol = max(1e-6, float(np.median(np.diff(t)))) if len(t) > 1 else 1e-6
-    if len(t) < 2 or t[0] > time[0] + tol or t[-1] < time[-1] - tol:
+    if not covers(t, float(time[0]), float(time[-1])):
         raise InputDataError(
             f"{source}: time range [{t[0] if len(t) else 'nan'}, {t[-1] if len(t) else 'nan'}] does not "
             f"cover the muscle analysis time range [{time[0]}, {time[-1]}]; rerun that stage"
