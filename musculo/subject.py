@@ -123,6 +123,13 @@ class Subject:
         return list(self.raw.get("coordinates", []))
 
     @property
+    def tracked_sides(self) -> list[str]:
+        """Sides (``right``, ``left``) of the tracked coordinates, from their ``_r``/``_l`` suffix."""
+        names = {"r": "right", "l": "left"}
+        suffixes = {c.rsplit("_", 1)[-1] for c in self.coordinates}
+        return sorted(names[x] for x in suffixes if x in names)
+
+    @property
     def force_plates(self) -> str | dict[int, str]:
         """``"auto"`` or plate number (1-based) -> foot."""
         fp = self.raw.get("force_plates", "auto")

@@ -385,6 +385,11 @@ def test_ik_window_starts_before_first_foot_strike(dataset_file, tmp_path):
     ik = read_sto(tmp_path / "ik.mot")
     assert len(ik) == summary["frames"] == 12
     assert ik.index[0] == pytest.approx(0.8, abs=1 / 60 + 1e-9)
+    # tracking the right side: the window starts before the right foot's strike, not the left's
+    from musculo.opensim_tools.ik import first_strike
+
+    assert first_strike(events, sides=["right"]) == 1.3 and first_strike(events) == 0.9
+    assert first_strike(events, sides=["nope"]) is None
 
 
 def test_spanned_coordinates_follow_topology_and_couplers(dataset_file):

@@ -105,6 +105,8 @@ def test_every_demo_subject_validates(repo_root):
     assert sum(i.startswith("biomechzoo-") for i in ids) == 12
     for sid in ids:
         load_subject(repo_root / "subjects" / sid)
+    assert load_subject(repo_root / "subjects" / "motonms-unipd").tracked_sides == ["right"]
+    assert load_subject(repo_root / "subjects" / "biomechzoo-HC002D").tracked_sides == ["left", "right"]
 
 
 def _schema_keys(node, prefix=""):

@@ -149,8 +149,11 @@ def check_tasks(*, task_set: Any, model: Any, trial_markers: Sequence[str], sour
     return usable
 
 
-def first_strike(events: PathLike) -> float | None:
-    """Time (s) of the earliest foot strike in an ``events.json`` (None when it has none)."""
+def first_strike(events: PathLike, *, sides: Sequence[str] | None = None) -> float | None:
+    """Time (s) of the earliest foot strike in an ``events.json`` (None when it has none).
+
+    With ``sides`` (e.g. ``["right"]``), only those feet's strikes count.
+    """
     import json
 
     p = require_file(events, what="events file", field="events")
@@ -158,7 +161,12 @@ def first_strike(events: PathLike) -> float | None:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise InputDataError(f"{p}: not valid JSON ({exc}); rerun the import stage") from exc
-    values = [s for side in data.values() if isinstance(side, dict) for s in side.get("strike", [])]
+    values = [
+        s
+        for name, side in data.items()
+        if isinstance(side, dict) and (not sides or name in sides)
+        for s in side.get("strike", [])
+    ]
     strikes = [float(s) for s in values if isinstance(s, int | float) and np.isfinite(s)]
     return min(strikes) if strikes else None
 
@@ -175,6 +183,7 @@ def run_ik(
     max_frames: int | None = None,
     events: PathLike | None = None,
     strike_lead: float | None = None,
+    strike_sides: Sequence[str] | None = None,
     marker_weights: Mapping[str, float] | None = None,
     default_weight: float = 1.0,
     accuracy: float | None = None,
@@ -191,7 +200,9 @@ def run_ik(
     ``marker_weights``. Frames whose largest marker error exceeds ``flag_limit`` (m) are flagged
     in the returned summary and the log. With ``events`` (the trial's ``events.json``) and
     ``strike_lead`` (s), the window starts that long before the first foot strike, so a short
-    window (``max_frames``) still holds ground contact; the later stages follow IK's window.
+    window (``max_frames``) still holds ground contact; with ``strike_sides`` (the sides whose
+    moments are tracked) the first strike of those feet, so that their stance is in the window,
+    else of either foot. The later stages follow IK's window.
     """
     route_opensim_log(log)
     opensim = import_opensim()
@@ -199,7 +210,16 @@ def run_ik(
     osim = load_model(model)
     times = np.asarray(opensim.TimeSeriesTableVec3(str(trc)).getIndependentColumn(), dtype=float)
     if events is not None and strike_lead is not None:
-        strike = first_strike(events)
+        strike = first_strike(events, sides=strike_sides)
+        if strike is None and strike_sides:
+            strike = first_strike(events)
+            if strike is not None:
+                logger.warning(
+                    "IK %s: no strike of the %s foot in %s; the window starts before the other foot's",
+                    trc.name,
+                    "/".join(strike_sides),
+                    events,
+                )
         if strike is None:
             logger.warning(
                 "IK %s: no foot strike in %s; the window starts at the trial start", trc.name, events

@@ -58,6 +58,7 @@ rule ik:
         time_range=lambda w: trial_window(subject=subject(w.subject), trial=w.trial, default=scfg(w.subject, "opensim")["time_range"]),
         max_frames=scfg_param("opensim", "max_frames"),
         strike_lead=scfg_param("opensim", "strike_lead"),
+        strike_sides=lambda w: subject(w.subject).tracked_sides,
         marker_weights=scfg_param("opensim", "marker_weights"),
         flag_limit=scfg_param("opensim", "ik_flag_limit"),
     conda:
