@@ -367,6 +367,29 @@ def test_analog_rate_that_does_not_match_the_samples():
                               source=Path("x.anc"))
 
 
+def test_import_stops_on_an_analog_rate_the_samples_contradict(tmp_path, repo_root, dataset_file):
+    """An ANC file whose header states 1930 Hz for samples recorded at 2000 Hz: import names the file
+    and the rate the samples imply, and writes nothing."""
+    rw = "rajagopal-walk"
+    folder = tmp_path / rw
+    folder.mkdir()
+    shutil.copy(repo_root / "subjects" / rw / "scale_setup.xml", folder / "scale_setup.xml")
+    text = dataset_file(rw, "ExpData/emg_walk_raw.anc").read_text()
+    lines = text.splitlines(keepends=True)
+    k = next(i for i, line in enumerate(lines) if line.startswith("Rate"))
+    lines[k] = lines[k].replace("2000", "1930")
+    (folder / "walk.anc").write_text("".join(lines))
+    raw = yaml.safe_load((repo_root / "subjects" / rw / "subject.yaml").read_text())
+    raw["trials"][1]["analog"] = "walk.anc"
+    save(folder, raw)
+    inputs = tmp_path / "inputs.json"
+    fetch_inputs(subject_file=folder / "subject.yaml", output_json=inputs)
+    out = tmp_path / "out" / "walk"
+    with pytest.raises(InputDataError, match=r"walk.anc.*stated 1930 Hz.*analog rate is wrong.*about 20[01][0-9] Hz"):
+        import_trial(subject_file=folder / "subject.yaml", inputs_json=inputs, trial="walk", out_dir=out)
+    assert not out.exists() or not any(out.iterdir())
+
+
 # ------------------------------------------------------------------ the workflow: a bad subject fails alone
 
 
