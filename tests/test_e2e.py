@@ -62,7 +62,7 @@ def test_subject_processed_end_to_end(workflow_run, sid):
     contact = evaluation[evaluation["quantity"] == "contact_force"]
     assert "so" in set(contact["method"])
     if fitted:
-        assert {"mse", "nmm"} <= methods
+        assert {"mse", "nmm", "attention", "realtime"} <= methods
         # each method's muscle forces give joint loads
         assert set(CONFIG["contact"]["methods"]) <= set(contact["method"])
         moments = evaluation[evaluation["quantity"] == "moment"]
