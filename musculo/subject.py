@@ -38,6 +38,7 @@ class Trial:
     grf: FileRef | None = None
     analog: FileRef | None = None
     time_range: tuple[float, float] | None = None
+    swap_markers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Subject:
                     grf=t.get("grf"),
                     analog=t.get("analog"),
                     time_range=(float(rng[0]), float(rng[1])) if rng else None,
+                    swap_markers=tuple((str(a), str(b)) for a, b in t.get("swap_markers", [])),
                 )
             )
         return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,8 @@ def _read_raw(subject: Subject, trial: dict[str, Any], name: str) -> RawTrial:
                 anc.rate,
                 float(anc.time[0]),
             )
+    swaps = next((t.swap_markers for t in subject.trials if t.name == name), ())
+    labels = swap_labels(list(labels), swaps, source=path, subject_file=subject.path, trial=name)
     return RawTrial(
         time=np.asarray(time, float),
         labels=list(labels),
@@ -209,6 +212,69 @@ def _read_raw(subject: Subject, trial: dict[str, Any], name: str) -> RawTrial:
         emg_t0=float(emg_t0),
         events=events,
     )
+
+
+def swap_labels(
+    labels: list[str], pairs: Sequence[tuple[str, str]], *, source: Path, subject_file: Path, trial: str
+) -> list[str]:
+    """``labels`` with each pair of the trial's ``swap_markers`` exchanged (their trajectories swap)."""
+    out = list(labels)
+    for a, b in pairs:
+        absent = [n for n in (a, b) if n not in out]
+        if absent:
+            raise InputDataError(
+                f"{subject_file}: trial {trial}: swap_markers names {absent}, not markers of "
+                f"{source.name}; markers present: {', '.join(labels)}"
+            )
+        i, j = out.index(a), out.index(b)
+        out[i], out[j] = b, a
+    return out
+
+
+def lateral_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """Right/left marker pairs by name: ``R<x>`` and ``L<x>`` both present (``RASI``/``LASI``)."""
+    names = set(labels)
+    return [(n, "L" + n[1:]) for n in labels if n.startswith("R") and len(n) > 1 and "L" + n[1:] in names]
+
+
+def swapped_pairs(
+    labels: Sequence[str], markers: np.ndarray, *, up: int = 1, min_pairs: int = 4, min_width: float = 30.0,
+    max_agree: float = 0.2,
+) -> list[tuple[str, str, float]]:
+    """Right/left marker pairs whose right marker lies on the left, against the other pairs.
+
+    ``markers`` (T, M, 3), mm, with axis ``up`` vertical. Per frame, the horizontal direction from
+    each left marker to its right one is compared with the sum of the other pairs' directions; a
+    pair that agrees in at most ``max_agree`` of its frames (a swapped pair disagrees in nearly all;
+    arms and hands crossing the midline disagree in about half) is returned as ``(right, left,
+    share of frames that agree)``. Pairs closer than ``min_width`` (mm) are too narrow to judge; fewer than
+    ``min_pairs`` judged pairs give no verdict.
+    """
+    pairs = lateral_pairs(labels)
+    horizontal = [k for k in range(3) if k != up]
+    dirs, kept = [], []
+    for r, left in pairs:
+        d = markers[:, labels.index(r), horizontal] - markers[:, labels.index(left), horizontal]
+        width = np.linalg.norm(d, axis=1)
+        if not np.isfinite(width).any() or np.nanmedian(width) < min_width:
+            continue
+        dirs.append(d / np.where(width > 0, width, np.nan)[:, None])
+        kept.append((r, left))
+    if len(kept) < min_pairs:
+        return []
+    unit = np.stack(dirs)  # (P, T, 2)
+    total = np.nansum(unit, axis=0)
+    out = []
+    for k, (r, left) in enumerate(kept):
+        others = total - np.nan_to_num(unit[k])
+        dot = np.einsum("tj,tj->t", unit[k], others)
+        valid = np.isfinite(dot) & (np.linalg.norm(others, axis=1) > 0)
+        if valid.sum() == 0:
+            continue
+        agree = float(np.mean(dot[valid] > 0))
+        if agree <= max_agree:
+            out.append((r, left, agree))
+    return out
 
 
 def _read_grf_mot(path: Path) -> tuple[np.ndarray, list[Plate]]:
@@ -514,6 +580,12 @@ def import_trial(
             marker_gap_max,
         )
     markers = _rotate(markers, rot)
+    for r, left, agree in swapped_pairs(raw.labels, markers, up=1):
+        logger.warning(
+            "%s: markers %s and %s look swapped: %s is left of %s in %.0f%% of frames, against the "
+            "other left/right pairs; add swap_markers: [[%s, %s]] to trial %s in %s, or fix the labels",
+            source.name, r, left, r, left, 100 * (1 - agree), r, left, trial, subject.path,
+        )
     time = raw.time
     rng = info.get("time_range")
     check_time_range(time, rng, source=source, subject_file=subject.path, trial=trial)

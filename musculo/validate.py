@@ -32,6 +32,7 @@ from musculo.trial_import import (
     check_empty_frames,
     check_time_range,
     condition_plate,
+    swapped_pairs,
 )
 
 GRAVITY = 9.80665
@@ -280,6 +281,16 @@ def _check_trial(
     if np.isfinite(raw.markers).any() and (size < 50.0 or size > 50000.0):
         add("error", f"{where}.file", f"{source}: the markers span {size:.3g} mm, not a human body: the "
             "marker units are wrong (POINT:UNITS, or the TRC Units header, must match the data: mm or m)")
+    # left/right marker pairs recorded swapped
+    rotated = raw.markers @ subject.lab_to_opensim().T
+    swapped = swapped_pairs(raw.labels, rotated, up=1)
+    for r, left, agree in swapped:
+        add("warning", f"{where}.file", f"markers {r} and {left} look swapped: {r} is left of {left} in "
+            f"{100 * (1 - agree):.0f}% of frames, against the other left/right pairs; add swap_markers: "
+            f"[[{r}, {left}]] to the trial, or fix the labels in the file")
+    if swapped:
+        pairs = [list(x) for x in suggested["trials"][index].get("swap_markers", [])]
+        suggested["trials"][index]["swap_markers"] = pairs + [[r, left] for r, left, _ in swapped]
     # marker set markers in the static trial
     if trial.role == "static" and info is not None and info.markers:
         present = [m for m in info.markers if m in raw.labels and not np.isnan(

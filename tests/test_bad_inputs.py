@@ -21,6 +21,7 @@ from musculo.emg import channel_quality, normalise_emg
 from musculo.errors import InputDataError, SubjectFileError
 from musculo.io.c3d import read_c3d
 from musculo.io.tables import write_sto
+from musculo.io.trc import read_trc
 from musculo.subject import check_subject_ids, fetch_inputs, load_subject, load_subjects
 from musculo.trial_import import check_analog_duration, import_trial
 from musculo.validate import check_subject
@@ -198,6 +199,32 @@ def test_unlabelled_trajectories_are_not_markers(base):
     assert "RKNE" in before.marker_labels
     assert "RKNE" not in after.marker_labels and "8" not in after.marker_labels
     assert after.markers.shape[1] == before.markers.shape[1] - 1
+
+
+def test_swapped_left_right_markers_are_named_and_swapped_back(base, tmp_path):
+    folder, raw = base
+
+    def swap(c):
+        labels = list(c["parameters"]["POINT"]["LABELS"]["value"])
+        i, j = labels.index("RASI"), labels.index("LASI")
+        labels[i], labels[j] = "LASI", "RASI"
+        c["parameters"]["POINT"]["LABELS"]["value"] = labels
+
+    rewrite_c3d(folder / "HC002D06.c3d", swap)
+    labels = read_c3d(folder / "HC002D06.c3d", plates=False).marker_labels
+    assert "RKneeMoment" not in labels  # a model output (POINT:MOMENTS), not a marker
+    _, problems, suggested = check_subject(save(folder, raw))
+    warned = [str(p) for p in problems if "look swapped" in str(p)]
+    assert len(warned) == 1 and "HC002D06" in warned[0] and "markers RASI and LASI" in warned[0]
+    assert suggested["trials"][1]["swap_markers"] == [["RASI", "LASI"]]
+    raw["trials"][1]["swap_markers"] = [["RASI", "LASI"]]
+    _, problems, _ = check_subject(save(folder, raw))
+    assert not [p for p in problems if "look swapped" in str(p)]
+    trc = read_trc(_import(folder, tmp_path) / "markers.trc")
+    right, left = trc.data[:, trc.labels.index("RASI")], trc.data[:, trc.labels.index("LASI")]
+    assert np.nanmean(right[:, 2] - left[:, 2]) > 0.1  # OpenSim frame: +Z is the subject's right
+    raw["trials"][1]["swap_markers"] = [["RASI", "RASIS"]]
+    assert "swap_markers names ['RASIS']" in errors_of(save(folder, raw))
 
 
 def test_time_range_outside_the_time_axis(base):
@@ -385,7 +412,8 @@ def test_import_stops_on_an_analog_rate_the_samples_contradict(tmp_path, repo_ro
     inputs = tmp_path / "inputs.json"
     fetch_inputs(subject_file=folder / "subject.yaml", output_json=inputs)
     out = tmp_path / "out" / "walk"
-    with pytest.raises(InputDataError, match=r"walk.anc.*stated 1930 Hz.*analog rate is wrong.*about 20[01][0-9] Hz"):
+    expected = r"walk.anc.*stated 1930 Hz.*analog rate is wrong.*about 20[01][0-9] Hz"
+    with pytest.raises(InputDataError, match=expected):
         import_trial(subject_file=folder / "subject.yaml", inputs_json=inputs, trial="walk", out_dir=out)
     assert not out.exists() or not any(out.iterdir())
 

@@ -21,6 +21,10 @@ _UNIT_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0, "dm": 100.0, "in": 25.4}
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+MODEL_OUTPUT_GROUPS = ("ANGLES", "FORCES", "MOMENTS", "POWERS", "SCALARS", "REACTIONS")
+"""POINT parameters listing the points that are model outputs (Vicon Plug-in Gait and the like)."""
+
+
 def clean_labels(labels: list[str], *, drop_prefix: bool = True) -> list[str]:
     """Return labels usable as file columns and YAML keys, unique, in the same order.
 
@@ -177,10 +181,14 @@ def read_c3d(path: str | os.PathLike[str], *, plates: bool = True) -> C3DData:
     zero = np.all(xyz == 0.0, axis=2)
     xyz[zero] = np.nan
     raw_labels = _labels(params, "POINT")[: xyz.shape[1]]
-    # unlabelled trajectories (Vicon writes them as '*<n>') are not markers of the subject: drop them
-    named = [j for j, lab in enumerate(raw_labels) if not str(lab).strip().startswith("*")]
+    # unlabelled trajectories (Vicon writes them as '*<n>') are not markers of the subject, nor are
+    # the model outputs stored as points (angles, forces, moments, powers, scalars): drop them
+    outputs = {str(v).strip() for group in MODEL_OUTPUT_GROUPS
+               for v in (_param(params, "POINT", group, []) or [])}
+    named = [j for j, lab in enumerate(raw_labels)
+             if not str(lab).strip().startswith("*") and str(lab).strip() not in outputs]
     if len(named) < len(raw_labels):
-        logger.debug("%s: %d unlabelled trajectories ('*n') left out", path.name,
+        logger.debug("%s: %d unlabelled trajectories ('*n') and model outputs left out", path.name,
                      len(raw_labels) - len(named))
         xyz = xyz[:, named, :]
     marker_labels = clean_labels([raw_labels[j] for j in named])
