@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +268,35 @@ def synthesize_emg(
     return out
 
 
+def channel_gains_for(
+    *, rng: np.random.Generator, channels: Sequence[str], gain: tuple[float, float],
+    fixed: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """One gain (V at full excitation) per EMG channel: ``fixed``'s, else drawn log-uniformly."""
+    out = {}
+    for label in channels:
+        drawn = float(np.exp(rng.uniform(np.log(gain[0]), np.log(gain[1]))))
+        out[label] = float((fixed or {}).get(label, drawn))
+    return out
+
+
+def mvc_excitation(
+    *, channels: Mapping[str, list[str]], muscles: Sequence[str], time: np.ndarray, rest: float = 0.01,
+    ramp: float = 0.2,
+) -> dict[str, np.ndarray]:
+    """Excitations of a maximal voluntary contraction trial: each channel's muscles contract fully
+    in turn (one equal share of the trial each, held between ``ramp`` s ramps), the others rest."""
+    u = {m: np.full(len(time), rest) for m in muscles}
+    t0, span = float(time[0]), (float(time[-1]) - float(time[0])) / max(len(channels), 1)
+    for k, own in enumerate(channels.values()):
+        lo, hi = t0 + (k + 0.15) * span, t0 + (k + 0.85) * span
+        shape = np.clip(np.minimum((time - lo) / ramp, (hi - time) / ramp), 0.0, 1.0)
+        for m in own:
+            if m in u:
+                u[m] = np.maximum(u[m], rest + (1.0 - rest) * shape)
+    return u
+
+
 def _resample(time: np.ndarray, values: np.ndarray, new_time: np.ndarray) -> np.ndarray:
     """Cubic-spline resampling, held constant beyond the ends."""
     return CubicSpline(time, values, axis=0)(np.clip(new_time, time[0], time[-1]))
@@ -356,6 +385,9 @@ def generate_twin(
     rng = np.random.default_rng(seed)
     height, mass = float(twin.get("height", sub.height)), float(twin.get("mass", sub.mass))
     params = true_parameters(rng=rng, height=height, mass=mass, perturbation=pert)
+    # one gain per electrode for the whole session: MVC and movement trials share it
+    channel_gains = channel_gains_for(rng=rng, channels=list(sub.emg_channels),
+                                      gain=tuple(emg_cfg["gain"]), fixed=twin.get("emg_gains"))
     rot = sub.lab_to_opensim()
     weight = mass * 9.80665
     summary: dict[str, Any] = {"subject": sub.id, "seed": seed, "trials": {}}
@@ -467,11 +499,20 @@ def generate_twin(
                         rng=rng, channels=sub.emg_channels, excitation=u_analog, rate=analog_rate,
                         band=tuple(emg_cfg["band"]), gain=tuple(emg_cfg["gain"]),
                         crosstalk=float(emg_cfg["crosstalk"]), noise_floor=float(emg_cfg["noise_floor"]),
-                        gains=twin.get("emg_gains"),
+                        gains=channel_gains,
                     )
                 trial_summary.update(residuals=residuals,
                                      peak_excitation={m: float(excitation[:, i].max())
                                                       for i, m in enumerate(muscles)})
+            elif trial.role == "mvc" and sub.emg_channels:
+                surface = [m for m in muscles if _side(m)[0] in SURFACE_MUSCLES]
+                emg_volts = synthesize_emg(
+                    rng=rng, channels=sub.emg_channels,
+                    excitation=mvc_excitation(channels=sub.emg_channels, muscles=surface, time=analog_time),
+                    rate=analog_rate, band=tuple(emg_cfg["band"]), gain=tuple(emg_cfg["gain"]),
+                    crosstalk=float(emg_cfg["crosstalk"]), noise_floor=float(emg_cfg["noise_floor"]),
+                    gains=channel_gains,
+                )
             elif sub.emg_channels:
                 emg_volts = emg_cfg["noise_floor"] * rng.normal(size=emg_volts.shape)
             if not isinstance(trial.file, str):
