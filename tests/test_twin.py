@@ -159,6 +159,7 @@ marker_set: markerset.xml
 lab_frame: {up: +Z, forward: +X}
 trials:
   - {name: static, role: static, file: static.c3d}
+  - {name: mvc, role: mvc, file: mvc.c3d}
   - {name: squat1, role: dynamic, file: squat1.c3d}
 emg:
   channels:
@@ -166,12 +167,14 @@ emg:
     R_VL: [vasti_r]
     R_GMAX: [glut_max_r]
     R_SOL: [soleus_r]
+  mvc_channels: {mvc: [R_RF, R_VL, R_GMAX, R_SOL]}
 unmeasured: [iliopsoas_r, bifemsh_r]
 force_plates: {'1': right, '2': left}
 twin:
   seed: 5
   trials:
     static: {movement: static, duration: 0.3}
+    mvc: {movement: static, duration: 4.0}
     squat1: {movement: squat, duration: 1.2, depth: 0.5}
 """
 
@@ -200,7 +203,7 @@ def test_generator_residual_check_and_files(twin_dir):
     assert res["pelvis_tx_force_rms"] < 0.005 * weight
     assert res["pelvis_ty_force_rms"] < 0.005 * weight
     assert res["pelvis_tilt_moment_rms"] < 1.0
-    for name in ("model.osim", "markerset.xml", "static.c3d", "squat1.c3d", "truth.npz"):
+    for name in ("model.osim", "markerset.xml", "static.c3d", "mvc.c3d", "squat1.c3d", "truth.npz"):
         assert (folder / name).is_file(), name
     from musculo.twin.generate import load_truth
 
@@ -233,6 +236,30 @@ def test_generation_is_deterministic(twin_dir, tmp_path):
     _generate(tmp_path / "other" / "twin-test", seed=6)
     other = (tmp_path / "other" / "twin-test" / "squat1.c3d").read_bytes()
     assert other != (folder / "squat1.c3d").read_bytes()
+
+
+def _emg_rms(path, label, window=50):
+    c3d = ezc3d.c3d(str(path))
+    labels = c3d["parameters"]["ANALOG"]["LABELS"]["value"]
+    x = c3d["data"]["analogs"][0, labels.index(label)]
+    x = x[: len(x) // window * window].reshape(-1, window)
+    return np.sqrt(np.mean(x**2, axis=1))
+
+
+def test_mvc_trial_normalises_emg_to_the_true_excitation(twin_dir):
+    """One gain per electrode for the session: squat EMG over MVC EMG gives the true excitation."""
+    folder, _ = twin_dir
+    from musculo.twin.generate import load_truth
+
+    truth = load_truth(folder / "truth.npz")
+    muscles = list(truth["muscles"])
+    assert list(truth["trials"]) == ["squat1"]  # the MVC trial is not a movement with a truth
+    for label, muscle in (("R_VL", "vasti_r"), ("R_SOL", "soleus_r")):
+        mvc = _emg_rms(folder / "mvc.c3d", label)
+        squat = _emg_rms(folder / "squat1.c3d", label)
+        true_peak = truth["squat1/excitation"][:, muscles.index(muscle)].max()
+        print(label, "squat/MVC EMG peak", squat.max() / mvc.max(), "true excitation peak", true_peak)
+        assert squat.max() / mvc.max() == pytest.approx(true_peak, rel=0.35, abs=0.02)
 
 
 def test_emg_only_for_surface_muscles(twin_dir):
