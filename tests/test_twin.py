@@ -179,11 +179,13 @@ twin:
 """
 
 
-def _generate(folder, **kwargs):
+def _generate(folder, text=_TWIN_YAML, **kwargs):
+    """Generate a small twin; the truth by static optimisation unless ``truth`` says otherwise (fast)."""
     from musculo.twin.generate import generate_twin
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "subject.yaml").write_text(_TWIN_YAML)
+    (folder / "subject.yaml").write_text(text)
+    kwargs.setdefault("truth", {"solver": "so"})
     return generate_twin(subject=folder, marker_rate=50.0, analog_rate=1000.0, **kwargs)
 
 
@@ -236,6 +238,33 @@ def test_generation_is_deterministic(twin_dir, tmp_path):
     _generate(tmp_path / "other" / "twin-test", seed=6)
     other = (tmp_path / "other" / "twin-test" / "squat1.c3d").read_bytes()
     assert other != (folder / "squat1.c3d").read_bytes()
+
+
+def test_moco_truth_is_made_by_moco_inverse_not_static_optimisation(tmp_path):
+    """The default truth: MocoInverse (compliant tendons, excitation effort), its reserves idle."""
+    text = (_TWIN_YAML.replace("  - {name: mvc, role: mvc, file: mvc.c3d}\n", "")
+            .replace("  mvc_channels: {mvc: [R_RF, R_VL, R_GMAX, R_SOL]}\n", "")
+            .replace("    mvc: {movement: static, duration: 4.0}\n", "")
+            .replace("squat1: {movement: squat, duration: 1.2, depth: 0.5}",
+                     "squat1: {movement: squat, duration: 0.8, depth: 0.3}"))
+    moco = _generate(tmp_path / "moco" / "twin-test", text=text, truth={"solver": "moco"})
+    so = _generate(tmp_path / "so" / "twin-test", text=text)
+    info = moco["trials"]["squat1"]["truth"]
+    print("MocoInverse truth:", info)
+    assert info["solver"] == "moco" and so["trials"]["squat1"]["truth"]["solver"] == "so"
+    from musculo.twin.generate import load_truth
+
+    a = load_truth(tmp_path / "moco" / "twin-test" / "truth.npz")
+    b = load_truth(tmp_path / "so" / "twin-test" / "truth.npz")
+    muscles = list(a["muscles"])
+    from musculo.twin.model import COORDINATES
+
+    peak_knee = np.abs(a["squat1/moments"][:, COORDINATES.index("knee_angle_r")]).max()
+    assert info["max_joint_reserve"] < 0.1 * peak_knee  # the muscles carry the load
+    vasti = muscles.index("vasti_r")
+    assert a["squat1/excitation"][:, vasti].max() > 0.1
+    assert np.corrcoef(a["squat1/activation"][:, vasti], b["squat1/activation"][:, vasti])[0, 1] > 0.5
+    assert not np.allclose(a["squat1/excitation"], b["squat1/excitation"], atol=0.02)  # another method
 
 
 def _emg_rms(path, label, window=50):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,7 +148,20 @@ def run_so(
             len(actuators),
         )
         t0 = time.perf_counter()
-        if not runner.run():
+        try:
+            done = runner.run()
+        except RuntimeError as exc:
+            if "equilibrateMuscles" not in str(exc):
+                raise
+            muscle = re.search(r"In Object '([^']+)'", str(exc))
+            raise OpenSimToolError(
+                f"static optimization of {coords_file}: OpenSim cannot put muscle "
+                f"{muscle.group(1) if muscle else '?'} in equilibrium with its compliant tendon "
+                f"(its path is shorter than its tendon at a pose of {start:.3f}-{end:.3f} s, often the "
+                "first frame); leave that pose out with the trial's time_range, or set "
+                "opensim.so_method: batched (rigid tendons)"
+            ) from exc
+        if not done:
             raise OpenSimToolError(f"static optimization failed on {coords_file}; see the job log")
         seconds = time.perf_counter() - t0
         act = check_table(

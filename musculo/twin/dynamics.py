@@ -227,14 +227,17 @@ class MuscleSolution:
 
 def solve_excitations(
     *, model: Any, coordinates: str | os.PathLike[str], external_loads: str | os.PathLike[str],
-    mesh_interval: float, reserve_strength: float = 20.0, tolerance: float = 1e-3,
-    compliant_tendons: bool = True,
+    mesh_interval: float, reserve_strength: float = 50.0, reserve_weight: float = 100.0,
+    tolerance: float = 1e-3, start: float | None = None, end: float | None = None,
 ) -> MuscleSolution:
     """Muscle excitations reproducing the motion: MocoInverse with compliant tendons.
 
-    ``model`` is the true model (Millard muscles are replaced by DeGroote-Fregly 2016 muscles with
-    implicit tendon compliance dynamics); reserve actuators of ``reserve_strength`` on every
-    coordinate take up what the muscles cannot (their use is penalised by the squared-control cost).
+    ``model`` is the true model; its muscles become DeGroote-Fregly 2016 muscles with implicit
+    tendon compliance dynamics and activation dynamics, and the cost is the integral of squared
+    excitations (not static optimisation's instantaneous squared activations with rigid tendons).
+    Reserve actuators of ``reserve_strength`` on every coordinate keep the problem feasible; their
+    controls cost ``reserve_weight`` times a muscle's, so the muscles carry the load. Tendon forces
+    come from the solution's normalised tendon force states.
     """
     import opensim as osim
 
@@ -243,57 +246,47 @@ def solve_excitations(
     processor.append(osim.ModOpReplaceMusclesWithDeGrooteFregly2016())
     processor.append(osim.ModOpScaleActiveFiberForceCurveWidthDGF(1.5))
     processor.append(osim.ModOpIgnorePassiveFiberForcesDGF())
-    if compliant_tendons:
-        processor.append(osim.ModOpUseImplicitTendonComplianceDynamicsDGF())
-    else:
-        processor.append(osim.ModOpIgnoreTendonCompliance())
+    processor.append(osim.ModOpUseImplicitTendonComplianceDynamicsDGF())
     processor.append(osim.ModOpAddReserves(reserve_strength, 1.0, True))
-    table = osim.TableProcessor(str(Path(coordinates).resolve()))
+    times = read_sto(coordinates).index.to_numpy(dtype=float)
     inverse = osim.MocoInverse()
     inverse.setName("twin")
     inverse.setModel(processor)
-    inverse.setKinematics(table)
-    times = read_sto(coordinates).index
-    inverse.set_initial_time(float(times[0]))
-    inverse.set_final_time(float(times[-1]))
+    inverse.setKinematics(osim.TableProcessor(str(Path(coordinates).resolve())))
+    inverse.set_initial_time(float(times[0] if start is None else start))
+    inverse.set_final_time(float(times[-1] if end is None else end))
     inverse.set_mesh_interval(mesh_interval)
     inverse.set_kinematics_allow_extra_columns(True)
     inverse.set_convergence_tolerance(tolerance)
     inverse.set_constraint_tolerance(tolerance)
-    result = inverse.solve()
-    solution = result.getMocoSolution()
+    study = inverse.initialize()
+    effort = osim.MocoControlGoal.safeDownCast(study.updProblem().updGoal("excitation_effort"))
+    effort.setWeightForControlPattern(".*reserve.*", float(reserve_weight))
+    solution = study.solve()
     if not solution.success():
+        status = solution.getStatus()
         solution.unseal()
         raise TwinDynamicsError(
-            f"{coordinates}: MocoInverse did not converge ({solution.getStatus()}); "
-            "shorten the trial or raise twin.mesh_interval"
+            f"{coordinates}: MocoInverse did not converge ({status}); raise twin.truth_mesh_interval "
+            "or shorten the trial"
         )
-    study = inverse.initialize()
-    solved_model = study.getProblem().createRep().getModelBase()
-    solved_model.initSystem()
-    muscles = [solved_model.getMuscles().get(i).getName()
-               for i in range(solved_model.getMuscles().getSize())]  # fmt: skip
+    rep = study.getProblem().createRep()  # owns the model: keep it alive while the model is used
+    solved_model = rep.getModelBase()
+    muscle_set = solved_model.getMuscles()
+    muscles = [muscle_set.get(i).getName() for i in range(muscle_set.getSize())]
+    max_force = np.array([muscle_set.get(i).getMaxIsometricForce() for i in range(muscle_set.getSize())])
     time = np.array(solution.getTimeMat()).ravel()
     control_names = list(solution.getControlNames())
     controls = np.array(solution.getControlsTrajectoryMat())
     state_names = list(solution.getStateNames())
     states = np.array(solution.getStatesTrajectoryMat())
 
-    def control(path: str) -> np.ndarray:
-        return controls[:, control_names.index(path)]
+    def state(path: str) -> np.ndarray:
+        return states[:, state_names.index(path)]
 
-    excitation = np.column_stack(
-        [control(f"/forceset/{m}") for m in muscles]
-    )
-    activation = np.column_stack(
-        [states[:, state_names.index(f"/forceset/{m}/activation")] for m in muscles]
-    )
-    outputs = osim.StdVectorString()
-    outputs.append(".*tendon_force")
-    table_out = study.analyze(solution, outputs)
-    labels = list(table_out.getColumnLabels())
-    mat = table_out.getMatrix().to_numpy()
-    force = np.column_stack([mat[:, labels.index(f"/forceset/{m}|tendon_force")] for m in muscles])
+    excitation = np.column_stack([controls[:, control_names.index(f"/forceset/{m}")] for m in muscles])
+    activation = np.column_stack([state(f"/forceset/{m}/activation") for m in muscles])
+    force = np.column_stack([state(f"/forceset/{m}/normalized_tendon_force") for m in muscles]) * max_force
     reserves = {}
     for name in control_names:
         if name.startswith("/forceset/reserve_"):
@@ -301,8 +294,9 @@ def solve_excitations(
             coord = coord.split("jointset_")[-1].split("_", 1)[-1] if "jointset_" in coord else coord
             reserves[coord] = controls[:, control_names.index(name)] * reserve_strength
     logger.info(
-        "MocoInverse: %d mesh points, objective %.4g, %d iterations",
+        "MocoInverse: %d mesh points, objective %.4g, %d iterations, largest reserve %.2f",
         len(time), solution.getObjective(), solution.getNumIterations(),
+        max((float(np.abs(v).max()) for v in reserves.values()), default=0.0),
     )
     return MuscleSolution(
         time=time, muscles=muscles, excitation=excitation, activation=activation, force=force,

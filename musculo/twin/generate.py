@@ -324,6 +324,48 @@ def _run_so(
     return read_sto(folder / "so_activation.sto"), read_sto(folder / "so_force.sto")
 
 
+DEFAULT_TRUTH: dict[str, Any] = {
+    "solver": "moco", "mesh_interval": 0.05, "reserve_strength": 50.0, "reserve_weight": 100.0,
+}
+
+
+def _true_muscles(
+    *, truth_cfg: Mapping[str, Any], true_model: Any, true_file: Path, coords: Path, loads: Path,
+    folder: Path, so: Mapping[str, float], muscles: list[str], time: np.ndarray,
+    truth_params: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """True excitations, activations and forces (T, M) of one trial at the marker frames."""
+    if truth_cfg["solver"] == "moco":
+        # the first and last frames are left to the kinematics spline's ends (held in the truth)
+        sol = dynamics.solve_excitations(
+            model=true_model, coordinates=coords, external_loads=loads, start=float(time[1]),
+            end=float(time[-2]), mesh_interval=float(truth_cfg["mesh_interval"]),
+            reserve_strength=float(truth_cfg["reserve_strength"]),
+            reserve_weight=float(truth_cfg["reserve_weight"]),
+        )
+        order = [sol.muscles.index(m) for m in muscles]
+        excitation = np.clip(_resample(sol.time, sol.excitation[:, order], time), 0.0, 1.0)
+        activation = np.clip(_resample(sol.time, sol.activation[:, order], time), 0.0, 1.0)
+        force = _resample(sol.time, sol.force[:, order], time)
+        peaks = {c: float(np.abs(v).max()) for c, v in sol.reserves.items()}
+        joints = [v for c, v in peaks.items() if not c.startswith("pelvis")]
+        pelvis = [v for c, v in peaks.items() if c.startswith("pelvis")]
+        return excitation, activation, force, {
+            "solver": "moco", "max_joint_reserve": max(joints, default=0.0),
+            "max_pelvis_residual": max(pelvis, default=0.0), "mesh_points": len(sol.time),
+        }
+    act_table, force_table = _run_so(model_file=true_file, coordinates=coords, loads=loads,
+                                     folder=folder, so=so)
+    so_time = act_table.index.to_numpy(dtype=float)
+    activation = np.clip(_resample(so_time, act_table[muscles].to_numpy(dtype=float), time), 0.0, 1.0)
+    force = _resample(so_time, force_table[muscles].to_numpy(dtype=float), time)
+    excitation = invert_activation(
+        time=time, activation=activation, tau_act=truth_params["activation_time_constant"],
+        tau_deact=truth_params["deactivation_time_constant"],
+    )
+    return excitation, activation, force, {"solver": "so"}
+
+
 def generate_twin(
     *,
     subject: str | os.PathLike[str],
@@ -335,6 +377,7 @@ def generate_twin(
     perturbation: Mapping[str, float] | None = None,
     emg: Mapping[str, Any] | None = None,
     so: Mapping[str, float] | None = None,
+    truth: Mapping[str, Any] | None = None,
     max_residual_fraction: float = 0.01,
     first_frame: int = 1,
 ) -> dict[str, Any]:
@@ -353,6 +396,11 @@ def generate_twin(
         perturbation: SDs overriding :data:`DEFAULT_PERTURBATION`.
         emg: settings overriding :data:`DEFAULT_EMG`.
         so: ``reserve_optimal_force`` and ``residual_optimal_force`` of static optimization.
+        truth: how the true excitations are made: ``solver`` ``moco`` (default: MocoInverse with
+            compliant tendons, activation dynamics and an excitation-effort cost, see
+            :func:`musculo.twin.dynamics.solve_excitations`, with ``mesh_interval``,
+            ``reserve_strength`` and ``reserve_weight``) or ``so`` (OpenSim static optimization on
+            the true model, the pipeline's own SO tool: an inverse crime for judging SO).
         max_residual_fraction: the generator's own check: inverse dynamics of the true motion with
             the generated ground reactions on the true model must leave pelvis residual force RMS
             below this fraction of body weight, or :class:`TwinGenerationError` is raised.
@@ -382,6 +430,9 @@ def generate_twin(
             f"{sub.path}: twin.trials has no settings for trial(s) {missing}; add "
             "'<name>: {movement: ..., ...}' for each"
         )
+    truth_cfg = {**DEFAULT_TRUTH, **(truth or {})}
+    if truth_cfg["solver"] not in ("moco", "so"):
+        raise TwinGenerationError(f"twin.truth.solver {truth_cfg['solver']!r}: expected 'moco' or 'so'")
     rng = np.random.default_rng(seed)
     height, mass = float(twin.get("height", sub.height)), float(twin.get("mass", sub.mass))
     params = true_parameters(rng=rng, height=height, mass=mass, perturbation=pert)
@@ -468,18 +519,12 @@ def generate_twin(
                 moment_cols = [
                     f"{c}_force" if c in ("pelvis_tx", "pelvis_ty") else f"{c}_moment" for c in COORDINATES
                 ]
-                act_table, force_table = _run_so(
-                    model_file=true_file, coordinates=coords, loads=loads, folder=folder, so=so or {}
+                excitation, activation, force, truth_info = _true_muscles(
+                    truth_cfg=truth_cfg, true_model=true_model, true_file=true_file, coords=coords,
+                    loads=loads, folder=folder, so=so or {}, muscles=muscles, time=time,
+                    truth_params=truth_params,
                 )
-                so_time = act_table.index.to_numpy(dtype=float)
-                activation = _resample(so_time, act_table[muscles].to_numpy(dtype=float), time)
-                activation = np.clip(activation, 0.0, 1.0)
-                force = _resample(so_time, force_table[muscles].to_numpy(dtype=float), time)
-                excitation = invert_activation(
-                    time=time, activation=activation,
-                    tau_act=truth_params["activation_time_constant"],
-                    tau_deact=truth_params["deactivation_time_constant"],
-                )
+                trial_summary["truth"] = truth_info
                 truth.update({
                     f"{trial.name}/time": time,
                     f"{trial.name}/excitation": excitation,

@@ -30,6 +30,7 @@ for _twin in twin_subjects():
             perturbation=TW["perturbation"],
             emg=TW["emg"],
             so=TW["so"],
+            truth=TW["truth"],
             max_residual_fraction=TW["max_residual_fraction"],
         script:
             "../scripts/twin_generate.py"
