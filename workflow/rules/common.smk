@@ -4,6 +4,7 @@ import fnmatch
 import re
 from pathlib import Path
 
+from musculo.contact import not_fitted_reason
 from musculo.errors import SubjectFileError
 from musculo.estimators import registry
 from musculo.settings import Settings
@@ -177,6 +178,18 @@ LOSO_COHORTS = ["twin", "biomechzoo"]
 def cohort_subjects(cohort):
     """Subjects with EMG of a cohort: ids starting with '<cohort>-'."""
     return [s for s in emg_subjects() if s.startswith(f"{cohort}-")]
+
+
+def method_not_fitted(w):
+    """Why method w.method gave subject w.subject no muscle forces (None: it did, or it is SO)."""
+    if w.method == "so":
+        return None
+    return not_fitted_reason(checkpoints.estimate.get(subject=w.subject, method=w.method).output.model)
+
+
+def contact_trials(w):
+    """The trials whose joint reactions a method's contact table is made of."""
+    return [] if method_not_fitted(w) is not None else dynamic_trials(w.subject)
 
 
 def contact_tables(s):

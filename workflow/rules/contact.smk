@@ -1,6 +1,6 @@
 """Joint contact forces from each method's muscle forces (OpenSim JointReaction + musculo.contact)."""
 
-from musculo.contact import contact_methods, method_forces_file, method_forces_input, not_fitted_reason
+from musculo.contact import contact_methods, method_forces_file, method_forces_input
 
 CONTACT = config["contact"]
 # every valid subject's contact tables (one per method), part of the default target
@@ -39,18 +39,6 @@ rule joint_reaction:
         "../envs/musculo.yaml"
     script:
         "../scripts/joint_reaction.py"
-
-
-def method_not_fitted(w):
-    """Why method w.method gave subject w.subject no muscle forces (None: it did, or it is SO)."""
-    if w.method == "so":
-        return None
-    return not_fitted_reason(checkpoints.estimate.get(subject=w.subject, method=w.method).output.model)
-
-
-def contact_trials(w):
-    """The trials whose joint reactions a method's contact table is made of."""
-    return [] if method_not_fitted(w) is not None else dynamic_trials(w.subject)
 
 
 rule contact_forces:
