@@ -325,7 +325,7 @@ def _run_so(
 
 
 DEFAULT_TRUTH: dict[str, Any] = {
-    "solver": "moco", "mesh_interval": 0.05, "reserve_strength": 50.0, "reserve_weight": 100.0,
+    "solver": "so", "mesh_interval": 0.05, "reserve_strength": 50.0, "reserve_weight": 100.0,
 }
 
 
@@ -396,11 +396,11 @@ def generate_twin(
         perturbation: SDs overriding :data:`DEFAULT_PERTURBATION`.
         emg: settings overriding :data:`DEFAULT_EMG`.
         so: ``reserve_optimal_force`` and ``residual_optimal_force`` of static optimization.
-        truth: how the true excitations are made: ``solver`` ``moco`` (default: MocoInverse with
-            compliant tendons, activation dynamics and an excitation-effort cost, see
-            :func:`musculo.twin.dynamics.solve_excitations`, with ``mesh_interval``,
-            ``reserve_strength`` and ``reserve_weight``) or ``so`` (OpenSim static optimization on
-            the true model, the pipeline's own SO tool: an inverse crime for judging SO).
+        truth: how the true excitations are made: ``solver`` ``so`` (default: OpenSim static
+            optimization on the true model, the pipeline's own SO tool, so the truth favours SO) or
+            ``moco`` (MocoInverse with compliant tendons, activation dynamics and an
+            excitation-effort cost, see :func:`musculo.twin.dynamics.solve_excitations`, with
+            ``mesh_interval``, ``reserve_strength`` and ``reserve_weight``).
         max_residual_fraction: the generator's own check: inverse dynamics of the true motion with
             the generated ground reactions on the true model must leave pelvis residual force RMS
             below this fraction of body weight, or :class:`TwinGenerationError` is raised.
