@@ -28,6 +28,7 @@ from musculo.subject import Subject, load_subject
 from musculo.trial_import import (
     RawTrial,
     _read_raw,
+    _rotate,
     check_analog_duration,
     check_empty_frames,
     check_time_range,
@@ -282,8 +283,7 @@ def _check_trial(
         add("error", f"{where}.file", f"{source}: the markers span {size:.3g} mm, not a human body: the "
             "marker units are wrong (POINT:UNITS, or the TRC Units header, must match the data: mm or m)")
     # left/right marker pairs recorded swapped
-    rotated = raw.markers @ subject.lab_to_opensim().T
-    swapped = swapped_pairs(raw.labels, rotated, up=1)
+    swapped = swapped_pairs(raw.labels, _rotate(raw.markers, subject.lab_to_opensim()), up=1)
     for r, left, agree in swapped:
         add("warning", f"{where}.file", f"markers {r} and {left} look swapped: {r} is left of {left} in "
             f"{100 * (1 - agree):.0f}% of frames, against the other left/right pairs; add swap_markers: "

@@ -267,8 +267,8 @@ def solve_excitations(
         status = solution.getStatus()
         solution.unseal()
         raise TwinDynamicsError(
-            f"{coordinates}: MocoInverse did not converge ({status}); raise twin.truth_mesh_interval "
-            "or shorten the trial"
+            f"{coordinates}: MocoInverse did not converge ({status}); change twin.truth.mesh_interval, "
+            "shorten the trial, or set twin.truth.solver: so"
         )
     rep = study.getProblem().createRep()  # owns the model: keep it alive while the model is used
     solved_model = rep.getModelBase()
