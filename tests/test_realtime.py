@@ -44,6 +44,15 @@ def test_network_does_not_look_ahead():
         assert torch.allclose(net(x)[0][:, 49], net(z)[0][:, 49], atol=1e-6)
 
 
+def test_depthwise_taps_are_the_grouped_convolution():
+    torch.manual_seed(1)
+    net = RealtimeNet(n_inputs=3, n_outputs=1, n_classes=1, channels=6, kernel_size=3, dilations=(1, 4))
+    for block in net.blocks:
+        h = torch.randn(2, block.depthwise.in_channels, 40 + block.pad)
+        with torch.no_grad():
+            torch.testing.assert_close(block._depthwise(h), block.depthwise(h), atol=1e-5, rtol=1e-5)
+
+
 def test_streaming_equals_offline_and_activity_is_learnt(trials, tmp_path):
     tasks = ["walking", "squat", "walking", "squat"]
     shifted = [dataclasses.replace(t, q=t.q + (2.0 if k == "squat" else 0.0))
