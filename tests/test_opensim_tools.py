@@ -10,13 +10,14 @@ import json
 import numpy as np
 import pytest
 
-from musculo.io.tables import read_sto
+from musculo.io.tables import covers, read_sto
 from musculo.opensim_tools import (
     MarkerNotInModelError,
     ModelFileError,
     TooFewMarkersError,
     run_isolated,
 )
+from musculo.opensim_tools.common import table_span
 from musculo.opensim_tools.scale import read_scale_factors
 
 G54 = "gait2354-subject01"
@@ -108,6 +109,50 @@ def test_ik_and_id_reproduce_gait10dof18musc_reference(dataset_file, tmp_path):
     id_rms = coordinate_rms(read_sto(tmp_path / "id.sto"), ref_id, list(ref_id.columns))
     print("gait10dof18musc ID RMS (N m) max:", id_rms.max())
     assert id_rms.max() <= 0.5
+
+
+def test_padded_ik_removes_the_edge_spikes_of_a_cut_window(dataset_file, tmp_path):
+    """IK solves past a cut window; ID over the window then matches the full trial's ID at its edges."""
+    model = str(dataset_file(G10, "OutputReference/subject01.osim"))
+    run_isolated(
+        "ik",
+        model=model,
+        markers_trc=str(dataset_file(G10, "ExperimentalData/subject01_walk.trc")),
+        task_set=str(dataset_file(G10, "IK/walk_Setup_IK.xml")),
+        output_mot=str(tmp_path / "ik.mot"),
+        setup_out=str(tmp_path / "ik_setup.xml"),
+        errors_out=str(tmp_path / "ik_marker_errors.sto"),
+        time_range=[0.6, 1.0],
+        pad=0.2,
+        padded_out=str(tmp_path / "ik_padded.mot"),
+    )
+    window, padded = read_sto(tmp_path / "ik.mot"), read_sto(tmp_path / "ik_padded.mot")
+    errors = read_sto(tmp_path / "ik_marker_errors.sto")
+    assert window.index[0] == pytest.approx(0.6) and window.index[-1] == pytest.approx(1.0)
+    assert padded.index[0] == pytest.approx(0.4) and padded.index[-1] == pytest.approx(1.2)
+    np.testing.assert_allclose(errors.index, window.index)
+    np.testing.assert_allclose(padded.loc[window.index].to_numpy(), window.to_numpy(), atol=1e-6)
+    run_isolated(
+        "id",
+        model=model,
+        coordinates_mot=str(tmp_path / "ik_padded.mot"),
+        external_loads_xml=str(dataset_file(G10, "ExperimentalData/subject01_walk_grf.xml")),
+        output_sto=str(tmp_path / "id.sto"),
+        setup_out=str(tmp_path / "id_setup.xml"),
+        residuals_out=str(tmp_path / "residuals.json"),
+        lowpass_hz=6.0,
+        time_range=table_span(tmp_path / "ik.mot"),
+    )
+    ours = read_sto(tmp_path / "id.sto")
+    assert covers(ours.index.to_numpy(), window.index[0], window.index[-1])  # OpenSim's own time grid
+    assert ours.index[-1] <= window.index[-1] + 1e-9
+    # the published ID of the whole trial; ID over the bare window is 160 N off at its edges
+    ref = read_sto(dataset_file(G10, "OutputReference/ID/Results/subject01_walk_ID.sto"))
+    ref = ref.reindex(ours.index, method="nearest")
+    cols = [c for c in ref.columns if c in ours.columns]
+    error = (ours[cols] - ref[cols]).abs().to_numpy()
+    print("padded window ID, largest difference from the whole trial's ID (N or N m):", error.max())
+    assert error[[0, 1, -2, -1]].max() <= 20.0
 
 
 def scale_kwargs(dataset_file, out, **over):

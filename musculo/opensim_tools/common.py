@@ -145,6 +145,14 @@ def table_times(path: PathLike) -> np.ndarray:
     return np.asarray(table.getIndependentColumn(), dtype=float)
 
 
+def table_span(path: PathLike) -> list[float]:
+    """``[first, last]`` time of an OpenSim table file: the window a later stage analyses."""
+    t = table_times(path)
+    if t.size < 2:
+        raise InputDataError(f"{path}: fewer than 2 frames; rerun the stage that wrote it")
+    return [float(t[0]), float(t[-1])]
+
+
 @contextlib.contextmanager
 def work_dir(near: PathLike) -> Iterator[Path]:
     """A private temporary folder in the folder of ``near`` (same file system), removed after."""

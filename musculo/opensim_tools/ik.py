@@ -171,6 +171,51 @@ def first_strike(events: PathLike, *, sides: Sequence[str] | None = None) -> flo
     return min(strikes) if strikes else None
 
 
+def _padded_window(
+    trc: Path, times: np.ndarray, start: float, end: float, *, pad: float, markers: Sequence[str]
+) -> tuple[float, float]:
+    """``start``/``end`` widened by up to ``pad`` s over frames where IK has markers to track.
+
+    The padding stops at the first frame (going outward) with fewer than ``MIN_IK_MARKERS`` of
+    ``markers``, so that a trial starting or ending without markers (left out by ``time_range``)
+    is not brought back into IK.
+    """
+    if pad <= 0:
+        return start, end
+    traj = trc_markers(trc)
+    seen = np.zeros(times.size, dtype=int)
+    for name in markers:
+        if name in traj:
+            seen += np.isfinite(traj[name]).all(axis=1)
+    i0 = int(np.searchsorted(times, start - 1e-9))
+    i1 = int(np.searchsorted(times, end + 1e-9)) - 1
+    while i0 > 0 and times[i0 - 1] >= start - pad - 1e-9 and seen[i0 - 1] >= MIN_IK_MARKERS:
+        i0 -= 1
+    while i1 < times.size - 1 and times[i1 + 1] <= end + pad + 1e-9 and seen[i1 + 1] >= MIN_IK_MARKERS:
+        i1 += 1
+    return float(times[i0]), float(times[i1])
+
+
+def _crop(source: Path, target: Path, start: float, end: float) -> None:
+    """Write the rows of OpenSim table ``source`` within ``start``-``end`` to ``target`` (Storage)."""
+    opensim = import_opensim()
+    table = opensim.Storage(str(source))
+    times = opensim.ArrayDouble()
+    table.getTimeColumn(times)
+    t = np.array([times.get(i) for i in range(times.getSize())])
+    inside = t[(t >= start - 1e-6) & (t <= end + 1e-6)]
+    if inside.size < 2:
+        raise OutputCheckError(f"ik: {source.name} has fewer than 2 frames within {start:.3f}-{end:.3f} s")
+    # Storage.crop keeps the frame at or before each bound: nudge the bounds onto the wanted frames
+    table.crop(float(inside[0]) + 1e-7, float(inside[-1]) + 1e-7)
+    if table.getSize() != inside.size:
+        raise OutputCheckError(
+            f"ik: cropping {source.name} to {start:.3f}-{end:.3f} s kept {table.getSize()} frames, "
+            f"expected {inside.size}"
+        )
+    table.printToFile(str(target), "w")
+
+
 def run_ik(
     *,
     model: PathLike,
@@ -189,6 +234,8 @@ def run_ik(
     accuracy: float | None = None,
     constraint_weight: float | None = None,
     flag_limit: float = 0.04,
+    pad: float = 0.0,
+    padded_out: PathLike | None = None,
     log: PathLike | None = None,
 ) -> dict[str, Any]:
     """Run OpenSim inverse kinematics on one marker trial.
@@ -203,6 +250,14 @@ def run_ik(
     window (``max_frames``) still holds ground contact; with ``strike_sides`` (the sides whose
     moments are tracked) the first strike of those feet, so that their stance is in the window,
     else of either foot. The later stages follow IK's window.
+
+    With ``padded_out`` and ``pad`` > 0 (s), IK also solves up to ``pad`` seconds of the trial on
+    each side of the window (as far as the trial has frames with markers) and writes them to
+    ``padded_out``; ``output_mot`` and ``errors_out`` hold the window alone. The stages that
+    differentiate the coordinates (inverse dynamics, static optimization, muscle analysis, joint
+    reaction) read the padded file over IK's window, so their low-pass filter and splines do not
+    end at the window's edges: a window cut from a longer trial (``time_range``, ``max_frames``)
+    then has no edge spikes in its accelerations.
     """
     route_opensim_log(log)
     opensim = import_opensim()
@@ -250,6 +305,9 @@ def run_ik(
             f"({usable}); IK needs at least {MIN_IK_MARKERS}. Check marker names against the "
             f"marker set"
         )
+    solve_start, solve_end = (start, end)
+    if padded_out is not None:
+        solve_start, solve_end = _padded_window(trc, times, start, end, pad=pad, markers=usable)
     acc = accuracy if accuracy is not None else settings.get("accuracy", 1e-5)
     cweight = (
         constraint_weight if constraint_weight is not None else settings.get("constraint_weight", math.inf)
@@ -263,20 +321,31 @@ def run_ik(
         tool.setMarkerDataFileName(str(trc))
         tool.set_accuracy(float(acc))
         tool.set_constraint_weight(float(cweight))
-        tool.setStartTime(start)
-        tool.setEndTime(end)
+        tool.setStartTime(solve_start)
+        tool.setEndTime(solve_end)
         tool.set_report_errors(True)
         tool.set_model_file(str(Path(model).resolve()))
-        # the setup beside the outputs names the final files
+        # the setup beside the outputs names the final files (the padded motion when padding)
         tool.setResultsDir(str(out_err.parent.resolve()))
-        tool.setOutputMotionFileName(str(out_mot.resolve()))
+        tool.setOutputMotionFileName(str(Path(padded_out or out_mot).resolve()))
         tool.printToXML(str(tmp / "ik_setup.xml"))
         tool.setResultsDir(str(tmp))
         tool.setOutputMotionFileName(str(tmp / "ik.mot"))
         tool.setModel(osim)
         logger.info("IK %s: %.3f-%.3f s, %d marker tasks", trc.name, start, end, len(usable))
+        if (solve_start, solve_end) != (start, end):
+            logger.info("IK %s: solved over %.3f-%.3f s (padding for the stages that filter)",
+                        trc.name, solve_start, solve_end)
         if not tool.run():
             raise OpenSimToolError(f"InverseKinematicsTool failed on {trc}; see the job log")
+        outputs = []
+        if padded_out is not None:
+            n_solved = int(np.sum((times >= solve_start - 1e-9) & (times <= solve_end + 1e-9)))
+            check_table(tmp / "ik.mot", tool="ik", columns=[], min_rows=n_solved)
+            outputs.append((tmp / "ik_padded.mot", Path(padded_out)))
+            (tmp / "ik.mot").rename(tmp / "ik_padded.mot")
+            _crop(tmp / "ik_padded.mot", tmp / "ik.mot", start, end)
+            _crop(tmp / "ik_ik_marker_errors.sto", tmp / "ik_ik_marker_errors.sto", start, end)
         n_expected = int(np.sum((times >= start - 1e-9) & (times <= end + 1e-9)))
         coords = [osim.getCoordinateSet().get(i).getName() for i in range(osim.getNumCoordinates())]
         check_table(tmp / "ik.mot", tool="ik", columns=coords, min_rows=n_expected)
@@ -296,6 +365,7 @@ def run_ik(
                 (tmp / "ik.mot", out_mot),
                 (tmp / "ik_ik_marker_errors.sto", out_err),
                 (tmp / "ik_setup.xml", out_setup),
+                *outputs,
             ]
         )
     if flagged.size:
@@ -311,6 +381,7 @@ def run_ik(
         "frames": len(errors),
         "start": start,
         "end": end,
+        "solved": [solve_start, solve_end],
         "markers": len(usable),
         "marker_rms_mean": float(np.mean(rms)),
         "marker_rms_max": float(np.max(rms)),

@@ -15,7 +15,7 @@ rule joint_reaction:
     """Joint reaction loads of one trial with one method's muscle forces (AnalyzeTool + JointReaction)."""
     input:
         model=res("{subject}", "model", "scaled.osim"),
-        mot=res("{subject}", "{trial}", "ik.mot"),
+        mot=res("{subject}", "{trial}", "ik_padded.mot"),
         loads=res("{subject}", "{trial}", "external_loads.xml"),
         grf=res("{subject}", "{trial}", "grf.mot"),
         forces=lambda w: method_forces_input(w.subject, w.method, w.trial),

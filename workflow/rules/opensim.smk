@@ -45,6 +45,7 @@ rule ik:
         events=res("{subject}", "{trial}", "events.json"),
     output:
         mot=res("{subject}", "{trial}", "ik.mot"),
+        padded=res("{subject}", "{trial}", "ik_padded.mot"),
         setup=res("{subject}", "{trial}", "ik_setup.xml"),
         errors=res("{subject}", "{trial}", "ik_marker_errors.sto"),
     log:
@@ -61,6 +62,7 @@ rule ik:
         strike_sides=lambda w: subject(w.subject).tracked_sides,
         marker_weights=scfg_param("opensim", "marker_weights"),
         flag_limit=scfg_param("opensim", "ik_flag_limit"),
+        pad=scfg_param("opensim", "edge_pad"),
     conda:
         "../envs/musculo.yaml"
     script:
@@ -71,7 +73,8 @@ rule id:
     """Inverse dynamics of one dynamic trial with its external loads (InverseDynamicsTool)."""
     input:
         model=res("{subject}", "model", "scaled.osim"),
-        mot=res("{subject}", "{trial}", "ik.mot"),
+        mot=res("{subject}", "{trial}", "ik_padded.mot"),
+        window=res("{subject}", "{trial}", "ik.mot"),
         loads=res("{subject}", "{trial}", "external_loads.xml"),
         grf=res("{subject}", "{trial}", "grf.mot"),
     output:
@@ -126,7 +129,8 @@ rule so:
     """Static optimization of one dynamic trial with reserve and residual actuators (opensim.so_method)."""
     input:
         model=res("{subject}", "model", "scaled.osim"),
-        mot=res("{subject}", "{trial}", "ik.mot"),
+        mot=res("{subject}", "{trial}", "ik_padded.mot"),
+        window=res("{subject}", "{trial}", "ik.mot"),
         loads=res("{subject}", "{trial}", "external_loads.xml"),
         grf=res("{subject}", "{trial}", "grf.mot"),
         id=lambda w: res(w.subject, w.trial, "id.sto") if OS["so_method"] == "batched" else [],
@@ -158,7 +162,8 @@ rule muscle_analysis:
     """Muscle-tendon lengths, velocities and moment arms of one dynamic trial (opensim.ma_method)."""
     input:
         model=res("{subject}", "model", "scaled.osim"),
-        mot=res("{subject}", "{trial}", "ik.mot"),
+        mot=res("{subject}", "{trial}", "ik_padded.mot"),
+        window=res("{subject}", "{trial}", "ik.mot"),
         paths=lambda w: res(w.subject, "model", "paths.json") if OS["ma_method"] == "polynomial" else [],
     output:
         npz=res("{subject}", "{trial}", "muscle_analysis.npz"),

@@ -1,4 +1,5 @@
 from musculo.log import job_logging
+from musculo.opensim_tools.common import table_span
 from musculo.opensim_tools.inverse_dynamics import run_id
 
 with job_logging(snakemake.log[0]):
@@ -9,5 +10,6 @@ with job_logging(snakemake.log[0]):
         output_sto=snakemake.output.sto,
         setup_out=snakemake.output.setup,
         residuals_out=snakemake.output.residuals,
+        time_range=table_span(snakemake.input.window),
         **snakemake.params,
     )

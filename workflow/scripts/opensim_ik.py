@@ -10,5 +10,6 @@ with job_logging(snakemake.log[0]):
         output_mot=snakemake.output.mot,
         setup_out=snakemake.output.setup,
         errors_out=snakemake.output.errors,
+        padded_out=snakemake.output.padded,
         **snakemake.params,
     )

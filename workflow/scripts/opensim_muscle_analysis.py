@@ -1,4 +1,5 @@
 from musculo.log import job_logging
+from musculo.opensim_tools.common import table_span
 
 params = dict(snakemake.params)
 method = params.pop("method")
@@ -6,6 +7,7 @@ with job_logging(snakemake.log[0]):
     common = dict(
         model=snakemake.input.model,
         coordinates_mot=snakemake.input.mot,
+        time_range=table_span(snakemake.input.window),
         output_npz=snakemake.output.npz,
         sto_dir=snakemake.output.sto_dir,
         setup_out=snakemake.output.setup,

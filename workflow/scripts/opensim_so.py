@@ -1,4 +1,5 @@
 from musculo.log import job_logging
+from musculo.opensim_tools.common import table_span
 
 params = dict(snakemake.params)
 method = params.pop("method")
@@ -6,6 +7,7 @@ with job_logging(snakemake.log[0]):
     common = dict(
         model=snakemake.input.model,
         coordinates_mot=snakemake.input.mot,
+        time_range=table_span(snakemake.input.window),
         external_loads_xml=snakemake.input.loads,
         activation_out=snakemake.output.activation,
         force_out=snakemake.output.force,
