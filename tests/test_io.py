@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,9 @@ def test_trc_round_trip_keeps_gaps(tmp_path):
     assert back.labels == ["A", "B.c"] and back.units == "mm" and back.rate == 100
     np.testing.assert_allclose(back.data, data, rtol=1e-5, atol=1e-3)
     assert np.isnan(back.data[10:12, 1]).all()
+    # the header names the file itself, not the temporary file it was written through
+    first = (tmp_path / "m.trc").read_text().splitlines()[0]
+    assert Path(first.split("\t")[-1]) == (tmp_path / "m.trc").resolve()
 
 
 def test_read_anc(dataset_file):

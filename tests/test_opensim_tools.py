@@ -112,7 +112,7 @@ def test_ik_and_id_reproduce_gait10dof18musc_reference(dataset_file, tmp_path):
 
 
 def test_padded_ik_removes_the_edge_spikes_of_a_cut_window(dataset_file, tmp_path):
-    """IK solves past a cut window; ID over the window then matches the full trial's ID at its edges."""
+    """IK solves past a cut window's end; ID over the window then matches the whole trial's ID there."""
     model = str(dataset_file(G10, "OutputReference/subject01.osim"))
     run_isolated(
         "ik",
@@ -129,7 +129,7 @@ def test_padded_ik_removes_the_edge_spikes_of_a_cut_window(dataset_file, tmp_pat
     window, padded = read_sto(tmp_path / "ik.mot"), read_sto(tmp_path / "ik_padded.mot")
     errors = read_sto(tmp_path / "ik_marker_errors.sto")
     assert window.index[0] == pytest.approx(0.6) and window.index[-1] == pytest.approx(1.0)
-    assert padded.index[0] == pytest.approx(0.4) and padded.index[-1] == pytest.approx(1.2)
+    assert padded.index[0] == pytest.approx(0.6) and padded.index[-1] == pytest.approx(1.2)
     np.testing.assert_allclose(errors.index, window.index)
     np.testing.assert_allclose(padded.loc[window.index].to_numpy(), window.to_numpy(), atol=1e-6)
     run_isolated(
@@ -146,13 +146,13 @@ def test_padded_ik_removes_the_edge_spikes_of_a_cut_window(dataset_file, tmp_pat
     ours = read_sto(tmp_path / "id.sto")
     assert covers(ours.index.to_numpy(), window.index[0], window.index[-1])  # OpenSim's own time grid
     assert ours.index[-1] <= window.index[-1] + 1e-9
-    # the published ID of the whole trial; ID over the bare window is 160 N off at its edges
+    # the published ID of the whole trial; ID over the bare window is 161 N off over its last frames
     ref = read_sto(dataset_file(G10, "OutputReference/ID/Results/subject01_walk_ID.sto"))
     ref = ref.reindex(ours.index, method="nearest")
     cols = [c for c in ref.columns if c in ours.columns]
     error = (ours[cols] - ref[cols]).abs().to_numpy()
-    print("padded window ID, largest difference from the whole trial's ID (N or N m):", error.max())
-    assert error[[0, 1, -2, -1]].max() <= 20.0
+    print("padded window ID, difference from the whole trial's ID over the last frames:", error[-3:].max())
+    assert error[-3:].max() <= 20.0
 
 
 def scale_kwargs(dataset_file, out, **over):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from musculo.config import load_config
 from musculo.estimators import registry
-from musculo.subject import discover_subjects, load_subject
+from musculo.subject import discover_subjects, load_subject, subject_config
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -59,10 +59,13 @@ def expected_counts(ids: list[str]) -> dict[str, int]:
     for_subject = [[m for m in contact if m == "so" or s.emg_channels] for s in subjects]
     counts["joint_reaction"] = sum(len(s.trial_names("dynamic")) for s in subjects if "so" in contact)
     counts["contact_forces"] = sum(len(ms) for ms in for_subject)
-    # one polynomial path fit per subject when muscle analysis or SO use the fitted paths
-    opensim = load_config(REPO / "config" / "config.yaml")["opensim"]
-    if opensim["ma_method"] == "polynomial" or opensim["so_method"] == "batched":
-        counts["path_fit"] = n
+    # one polynomial path fit per subject whose muscle analysis or SO use the fitted paths (the
+    # subject's own `config:` overrides the workflow's, e.g. biomechzoo-HC031A's batched SO)
+    base = load_config(REPO / "config" / "config.yaml")
+    methods_of = [subject_config(base, s)["opensim"] for s in subjects]
+    fitted = [o for o in methods_of if o["ma_method"] == "polynomial" or o["so_method"] == "batched"]
+    if fitted:
+        counts["path_fit"] = len(fitted)
     twins = [s for s in subjects if s.is_twin]
     counts["twin_truth"] = len(twins)
     counts["contact_truth"] = len(twins)

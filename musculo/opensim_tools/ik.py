@@ -171,29 +171,25 @@ def first_strike(events: PathLike, *, sides: Sequence[str] | None = None) -> flo
     return min(strikes) if strikes else None
 
 
-def _padded_window(
-    trc: Path, times: np.ndarray, start: float, end: float, *, pad: float, markers: Sequence[str]
-) -> tuple[float, float]:
-    """``start``/``end`` widened by up to ``pad`` s over frames where IK has markers to track.
+def _padded_end(
+    trc: Path, times: np.ndarray, end: float, *, pad: float, markers: Sequence[str]
+) -> float:
+    """``end`` moved up to ``pad`` s later over frames where IK has markers to track.
 
-    The padding stops at the first frame (going outward) with fewer than ``MIN_IK_MARKERS`` of
-    ``markers``, so that a trial starting or ending without markers (left out by ``time_range``)
-    is not brought back into IK.
+    The padding stops at the first frame with fewer than ``MIN_IK_MARKERS`` of ``markers``, so
+    that a trial ending without markers (left out by ``time_range``) is not brought back into IK.
     """
     if pad <= 0:
-        return start, end
+        return end
     traj = trc_markers(trc)
     seen = np.zeros(times.size, dtype=int)
     for name in markers:
         if name in traj:
             seen += np.isfinite(traj[name]).all(axis=1)
-    i0 = int(np.searchsorted(times, start - 1e-9))
     i1 = int(np.searchsorted(times, end + 1e-9)) - 1
-    while i0 > 0 and times[i0 - 1] >= start - pad - 1e-9 and seen[i0 - 1] >= MIN_IK_MARKERS:
-        i0 -= 1
     while i1 < times.size - 1 and times[i1 + 1] <= end + pad + 1e-9 and seen[i1 + 1] >= MIN_IK_MARKERS:
         i1 += 1
-    return float(times[i0]), float(times[i1])
+    return float(times[i1])
 
 
 def _crop(source: Path, target: Path, start: float, end: float) -> None:
@@ -251,13 +247,16 @@ def run_ik(
     moments are tracked) the first strike of those feet, so that their stance is in the window,
     else of either foot. The later stages follow IK's window.
 
-    With ``padded_out`` and ``pad`` > 0 (s), IK also solves up to ``pad`` seconds of the trial on
-    each side of the window (as far as the trial has frames with markers) and writes them to
+    With ``padded_out`` and ``pad`` > 0 (s), IK goes on for up to ``pad`` seconds of the trial
+    after the window (as far as the trial has frames with markers) and writes the whole solve to
     ``padded_out``; ``output_mot`` and ``errors_out`` hold the window alone. The stages that
     differentiate the coordinates (inverse dynamics, static optimization, muscle analysis, joint
     reaction) read the padded file over IK's window, so their low-pass filter and splines do not
-    end at the window's edges: a window cut from a longer trial (``time_range``, ``max_frames``)
-    then has no edge spikes in its accelerations.
+    end at the window's end: a window cut from a longer trial (``max_frames``, ``time_range``)
+    then has no end spikes in its accelerations. The window's start is not padded: IK solves frame
+    after frame from the first one, and a different first frame can settle in a different pose
+    (a foot turned over, on motonms Walking5 0.2 s earlier), whereas frames solved after the window
+    leave the window's solution as it is.
     """
     route_opensim_log(log)
     opensim = import_opensim()
@@ -307,7 +306,7 @@ def run_ik(
         )
     solve_start, solve_end = (start, end)
     if padded_out is not None:
-        solve_start, solve_end = _padded_window(trc, times, start, end, pad=pad, markers=usable)
+        solve_end = _padded_end(trc, times, end, pad=pad, markers=usable)
     acc = accuracy if accuracy is not None else settings.get("accuracy", 1e-5)
     cweight = (
         constraint_weight if constraint_weight is not None else settings.get("constraint_weight", math.inf)

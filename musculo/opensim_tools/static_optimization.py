@@ -158,8 +158,9 @@ def run_so(
                 f"static optimization of {coords_file}: OpenSim cannot put muscle "
                 f"{muscle.group(1) if muscle else '?'} in equilibrium with its compliant tendon "
                 f"(its path is shorter than its tendon at a pose of {start:.3f}-{end:.3f} s, often the "
-                "first frame); leave that pose out with the trial's time_range, or set "
-                "opensim.so_method: batched (rigid tendons)"
+                "first frame); leave that pose out with the trial's time_range, or use batched "
+                "static optimization (rigid tendons) for this subject: add "
+                "`config: {opensim: {so_method: batched}}` to its subject.yaml"
             ) from exc
         if not done:
             raise OpenSimToolError(f"static optimization failed on {coords_file}; see the job log")

@@ -32,9 +32,9 @@ rule joint_reaction:
         forces_sto=lambda w: method_forces_file(w.subject, w.method, w.trial),
         joints=CONTACT["joints"],
         sides=CONTACT["sides"],
-        lowpass_hz=OS["lowpass_hz"],
-        reserve_optimal_force=OS["reserve_optimal_force"],
-        residual_optimal_force=OS["residual_optimal_force"],
+        lowpass_hz=scfg_param("opensim", "lowpass_hz"),
+        reserve_optimal_force=scfg_param("opensim", "reserve_optimal_force"),
+        residual_optimal_force=scfg_param("opensim", "residual_optimal_force"),
     conda:
         "../envs/musculo.yaml"
     script:
@@ -91,7 +91,7 @@ rule contact_truth:
         mass=lambda w: subject(w.subject).mass,
         joints=CONTACT["joints"],
         sides=CONTACT["sides"],
-        lowpass_hz=OS["lowpass_hz"],
+        lowpass_hz=scfg_param("opensim", "lowpass_hz"),
         intercondylar_distance=CONTACT["intercondylar_distance"],
     conda:
         "../envs/musculo.yaml"

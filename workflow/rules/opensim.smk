@@ -2,8 +2,6 @@
 
 from musculo.opensim_tools.stages import trial_window
 
-OS = config["opensim"]
-
 
 rule scale:
     """Scale the generic model to the subject from its static trial (ScaleTool)."""
@@ -113,11 +111,11 @@ rule path_fit:
     group:
         "opensim"
     params:
-        max_fit_frames=OS["path_fit"]["frames"],
-        samples_per_frame=OS["path_fit"]["samples_per_frame"],
-        sampling_bounds_deg=OS["path_fit"]["bounds_deg"],
-        max_order=OS["path_fit"]["max_order"],
-        moment_arm_threshold=OS["path_fit"]["moment_arm_threshold"],
+        max_fit_frames=lambda w: scfg(w.subject, "opensim")["path_fit"]["frames"],
+        samples_per_frame=lambda w: scfg(w.subject, "opensim")["path_fit"]["samples_per_frame"],
+        sampling_bounds_deg=lambda w: scfg(w.subject, "opensim")["path_fit"]["bounds_deg"],
+        max_order=lambda w: scfg(w.subject, "opensim")["path_fit"]["max_order"],
+        moment_arm_threshold=lambda w: scfg(w.subject, "opensim")["path_fit"]["moment_arm_threshold"],
         seed=config["seed"],
     conda:
         "../envs/musculo.yaml"
@@ -133,8 +131,8 @@ rule so:
         window=res("{subject}", "{trial}", "ik.mot"),
         loads=res("{subject}", "{trial}", "external_loads.xml"),
         grf=res("{subject}", "{trial}", "grf.mot"),
-        id=lambda w: res(w.subject, w.trial, "id.sto") if OS["so_method"] == "batched" else [],
-        paths=lambda w: res(w.subject, "model", "paths.json") if OS["so_method"] == "batched" else [],
+        id=lambda w: res(w.subject, w.trial, "id.sto") if scfg(w.subject, "opensim")["so_method"] == "batched" else [],
+        paths=lambda w: res(w.subject, "model", "paths.json") if scfg(w.subject, "opensim")["so_method"] == "batched" else [],
     output:
         activation=res("{subject}", "{trial}", "so_activation.sto"),
         force=res("{subject}", "{trial}", "so_force.sto"),
@@ -148,10 +146,10 @@ rule so:
     group:
         "opensim"
     params:
-        method=OS["so_method"],
-        reserve_optimal_force=OS["reserve_optimal_force"],
-        residual_optimal_force=OS["residual_optimal_force"],
-        lowpass_hz=OS["lowpass_hz"],
+        method=scfg_param("opensim", "so_method"),
+        reserve_optimal_force=scfg_param("opensim", "reserve_optimal_force"),
+        residual_optimal_force=scfg_param("opensim", "residual_optimal_force"),
+        lowpass_hz=scfg_param("opensim", "lowpass_hz"),
     conda:
         "../envs/musculo.yaml"
     script:
@@ -164,7 +162,7 @@ rule muscle_analysis:
         model=res("{subject}", "model", "scaled.osim"),
         mot=res("{subject}", "{trial}", "ik_padded.mot"),
         window=res("{subject}", "{trial}", "ik.mot"),
-        paths=lambda w: res(w.subject, "model", "paths.json") if OS["ma_method"] == "polynomial" else [],
+        paths=lambda w: res(w.subject, "model", "paths.json") if scfg(w.subject, "opensim")["ma_method"] == "polynomial" else [],
     output:
         npz=res("{subject}", "{trial}", "muscle_analysis.npz"),
         sto_dir=directory(res("{subject}", "{trial}", "muscle_analysis")),
@@ -177,7 +175,7 @@ rule muscle_analysis:
     group:
         "opensim"
     params:
-        method=OS["ma_method"],
+        method=scfg_param("opensim", "ma_method"),
         lowpass_hz=scfg_param("opensim", "lowpass_hz"),
         coordinates=lambda w: subject(w.subject).coordinates if scfg(w.subject, "opensim")["ma_coordinates"] == "tracked" else None,
     conda:
