@@ -304,9 +304,7 @@ def run_ik(
             f"({usable}); IK needs at least {MIN_IK_MARKERS}. Check marker names against the "
             f"marker set"
         )
-    solve_start, solve_end = (start, end)
-    if padded_out is not None:
-        solve_end = _padded_end(trc, times, end, pad=pad, markers=usable)
+    solve_end = _padded_end(trc, times, end, pad=pad, markers=usable) if padded_out is not None else end
     acc = accuracy if accuracy is not None else settings.get("accuracy", 1e-5)
     cweight = (
         constraint_weight if constraint_weight is not None else settings.get("constraint_weight", math.inf)
@@ -320,7 +318,7 @@ def run_ik(
         tool.setMarkerDataFileName(str(trc))
         tool.set_accuracy(float(acc))
         tool.set_constraint_weight(float(cweight))
-        tool.setStartTime(solve_start)
+        tool.setStartTime(start)
         tool.setEndTime(solve_end)
         tool.set_report_errors(True)
         tool.set_model_file(str(Path(model).resolve()))
@@ -332,14 +330,13 @@ def run_ik(
         tool.setOutputMotionFileName(str(tmp / "ik.mot"))
         tool.setModel(osim)
         logger.info("IK %s: %.3f-%.3f s, %d marker tasks", trc.name, start, end, len(usable))
-        if (solve_start, solve_end) != (start, end):
-            logger.info("IK %s: solved over %.3f-%.3f s (padding for the stages that filter)",
-                        trc.name, solve_start, solve_end)
+        if solve_end > end:
+            logger.info("IK %s: solved on to %.3f s (padding for the filtering stages)", trc.name, solve_end)
         if not tool.run():
             raise OpenSimToolError(f"InverseKinematicsTool failed on {trc}; see the job log")
         outputs = []
         if padded_out is not None:
-            n_solved = int(np.sum((times >= solve_start - 1e-9) & (times <= solve_end + 1e-9)))
+            n_solved = int(np.sum((times >= start - 1e-9) & (times <= solve_end + 1e-9)))
             check_table(tmp / "ik.mot", tool="ik", columns=[], min_rows=n_solved)
             outputs.append((tmp / "ik_padded.mot", Path(padded_out)))
             (tmp / "ik.mot").rename(tmp / "ik_padded.mot")
@@ -380,7 +377,7 @@ def run_ik(
         "frames": len(errors),
         "start": start,
         "end": end,
-        "solved": [solve_start, solve_end],
+        "solved_to": solve_end,
         "markers": len(usable),
         "marker_rms_mean": float(np.mean(rms)),
         "marker_rms_max": float(np.max(rms)),
