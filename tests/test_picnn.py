@@ -82,6 +82,18 @@ def test_save_load_round_trip(tmp_path):
     )
 
 
+def test_active_choice_takes_distinct_stretches_by_residual():
+    from musculo.estimators.transfer import active_choice
+
+    residual = np.zeros(100)
+    residual[40:46] = np.linspace(10, 11, 6)  # one badly fitted stretch
+    residual[80] = 5.0
+    residual[10] = 4.0
+    got = active_choice(residual, 3, spacing=8)
+    assert list(got) == [10, 45, 80]  # not three neighbours of the worst stretch
+    assert sorted(active_choice(residual, 100, spacing=8)) == list(range(100))  # the rest by residual
+
+
 def test_fine_tuning_freezes_features_and_changes_head():
     s = _settings()
     groups = {f"s{i}": synthetic_trials(n_trials=2, n_frames=50, seed=10 + i) for i in range(2)}

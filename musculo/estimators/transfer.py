@@ -5,7 +5,8 @@ a cohort (subjects sharing a muscle set, coordinates and EMG channels). For the 
 feature-extraction layers (``net.features``) are inherited frozen and only the subject-specific head
 (``net.head``) is fine-tuned, with the same data + physics loss, on a share of the subject's training
 windows. The windows are chosen randomly or *actively*: those with the largest physics residual
-(:func:`musculo.estimators.picnn.physics_loss` per window) under the generic model.
+(:func:`musculo.estimators.picnn.physics_loss` per window) under the generic model, kept apart so
+that they cover distinct stretches of the trials (:func:`active_choice`).
 
 :func:`transfer_evaluation` runs the protocol for one subject on the evaluation folds
 (:func:`musculo.evaluation.make_folds`): from scratch on the fold's training trials, the generic model
@@ -185,6 +186,34 @@ def window_residuals(est: PICNNEstimator, trials: Sequence[TrialData]) -> np.nda
     return res.mean(dim=1).numpy()
 
 
+def active_choice(residual: np.ndarray, n: int, *, spacing: int) -> np.ndarray:
+    """``n`` window indices, the largest ``residual`` first, no two closer than ``spacing``.
+
+    Windows one frame apart share all but one of their frames, so the plain top-``n`` by residual
+    piles up on the single worst-fitted stretch of a trial; keeping them ``spacing`` apart spends
+    the budget on distinct poorly fitted stretches. When fewer than ``n`` windows are that far
+    apart, the rest follow by residual alone.
+    """
+    order = np.argsort(-np.asarray(residual), kind="stable")
+    taken = np.zeros(len(order), dtype=bool)
+    blocked = np.zeros(len(order), dtype=bool)
+    picked: list[int] = []
+    for i in order:
+        if len(picked) == n:
+            break
+        if not blocked[i]:
+            picked.append(int(i))
+            taken[i] = True
+            blocked[max(0, i - spacing + 1):i + spacing] = True
+    for i in order:
+        if len(picked) == n:
+            break
+        if not taken[i]:
+            picked.append(int(i))
+            taken[i] = True
+    return np.sort(np.asarray(picked, dtype=int))
+
+
 def fine_tune(
     generic: GenericModel, trials: Sequence[TrialData], *, share: float, selection: str, seed: int
 ) -> tuple[PICNNEstimator, np.ndarray]:
@@ -199,7 +228,8 @@ def fine_tune(
     data = subject_tensors([trials], width=cfg.window, stride=cfg.stride, physics=est.physics)
     n = max(1, math.ceil(share * len(data)))
     if selection == "active":
-        chosen = np.sort(np.argsort(-window_residuals(est, trials), kind="stable")[:n])
+        spacing = max(1, min(int(cfg.window), len(data) // n))
+        chosen = active_choice(window_residuals(est, trials), n, spacing=spacing)
     else:
         chosen = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
     net = est.net_
