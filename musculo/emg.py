@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ def process_emg_trial(
                 Path(emg_raw).parent.name,
                 label,
                 q["flags"],
-                "; left out of modelling" if not q["use"] else "",
+                "" if q["use"] else "; left out of modelling unless its MVC trial passes (a quiet muscle)"
+                if q["flags"] == ["noise"] else "; left out of modelling",
             )
         quality[label] = q
     env = (
@@ -158,18 +160,27 @@ def normalise_emg(
     trials: list[str],
     envelopes: list[str | os.PathLike[str]],
     output_json: str | os.PathLike[str],
+    qualities: list[str | os.PathLike[str]] | None = None,
     **_: Any,
 ) -> dict[str, Any]:
     """Divisor of each EMG channel: its peak envelope in the MVC trials that hold it, else over all
-    dynamic trials (``trials`` and ``envelopes`` in the same order). Writes ``output_json``.
+    dynamic trials (``trials``, ``envelopes`` and ``qualities`` in the same order). Writes
+    ``output_json``.
 
     ``method`` ``mvc`` divisors are kept by every evaluation fold; ``peak`` divisors (which include
     every walk) are replaced per fold by the training trials' peak (see the module docstring).
+    With ``qualities`` (the trials' ``emg_quality.json``), an MVC divisor records ``mvc_ok``: the
+    channel passed every quality check in its MVC trials, so the electrode works (see
+    :func:`channel_usable`).
     """
     subject = load_subject(subject_file)
     role = {t.name: t.role for t in subject.trials}
     mvc_map = subject.raw.get("emg", {}).get("mvc_channels", {})
     tables = {t: read_sto(p) for t, p in zip(trials, envelopes, strict=True)}
+    checks = (
+        {t: json.loads(Path(p).read_text()) for t, p in zip(trials, qualities, strict=True)}
+        if qualities is not None else {}
+    )
     out: dict[str, Any] = {}
     for ch in subject.emg_channels:
         mvc_trials = [t for t, chans in mvc_map.items() if ch in chans and t in tables]
@@ -190,9 +201,29 @@ def normalise_emg(
                        "reason": "no positive envelope (flat or dead channel)"}
             continue
         out[ch] = {"divisor": max(peaks), "method": method, "trials": used}
+        if method == "mvc" and checks:
+            out[ch]["mvc_ok"] = all(
+                t in checks and not checks[t].get(ch, {}).get("flags", ["missing"]) for t in used
+            )
     with atomic_output(output_json) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def channel_usable(quality: Mapping[str, Any], normalisation: Mapping[str, Any]) -> bool:
+    """Whether a channel's EMG of one trial is modelled, from its quality entry and normaliser.
+
+    A channel that passes every check is used. One whose only flag is ``noise`` (no burst above
+    the noise floor in this trial) is used too when its divisor comes from MVC trials in which it
+    passed every check (``mvc_ok``): the electrode is shown to work, so a quiet trial is a quiet
+    muscle, an excitation near zero, not a dead electrode. Any other flag leaves it out.
+    """
+    if not normalisation.get("divisor"):
+        return False
+    if quality.get("use", False):
+        return True
+    flags = [str(f) for f in quality.get("flags", [])]
+    return flags == ["noise"] and normalisation.get("method") == "mvc" and bool(normalisation.get("mvc_ok"))
 
 
 def emg_excitations(
@@ -214,8 +245,11 @@ def emg_excitations(
     norm = json.loads(Path(normalisation_json).read_text())
     cols: dict[str, np.ndarray] = {}
     for ch, muscles in subject.emg_channels.items():
-        if not quality.get(ch, {}).get("use", False) or not norm.get(ch, {}).get("divisor"):
+        if not channel_usable(quality.get(ch, {}), norm.get(ch, {})):
             continue
+        if not quality[ch].get("use", False):
+            logger.info("%s: EMG channel %s is quiet in this trial (flagged noise) but passed in its MVC "
+                        "trials: used as a quiet muscle", Path(envelope_sto).parent.name, ch)
         x = np.clip(env[ch].to_numpy(float) / norm[ch]["divisor"], 0.0, 1.0)
         for m in muscles:
             cols[m] = x

@@ -3,10 +3,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from musculo.emg import channel_quality, emg_excitations, normalise_emg, process_emg_trial
+from musculo.emg import channel_quality, channel_usable, emg_excitations, normalise_emg, process_emg_trial
 from musculo.io.c3d import read_c3d
-from musculo.io.tables import read_sto
+from musculo.io.tables import read_sto, write_sto
 from musculo.subject import fetch_inputs
 from musculo.trial_import import import_trial
 
@@ -111,3 +112,38 @@ def test_flat_and_mains_synthetic():
     assert channel_quality(np.zeros_like(t), rate=rate)["flags"] == ["flat"]
     hum = burst + 0.5 * np.sin(2 * np.pi * 50 * t)
     assert "mains" in channel_quality(hum, rate=rate)["flags"]
+
+
+def test_quiet_channel_is_used_when_its_mvc_trial_passes(tmp_path):
+    """A channel flagged only 'noise' in a trial is a quiet muscle when its MVC trial passed."""
+    subject = REPO / "subjects" / "twin-squat" / "subject.yaml"
+    t = np.arange(100) / 100.0
+    channels = ["R_RF", "R_VL", "R_HAM", "R_GAS", "R_SOL", "R_TA", "R_GMAX"]
+    ok = {"flags": [], "metrics": {}, "use": True}
+    quiet = {"flags": ["noise"], "metrics": {}, "use": False}
+    saturated = {"flags": ["saturated"], "metrics": {}, "use": False}
+    files = {}
+    for trial, level in (("mvc", 1e-3), ("squat1", 1e-5)):
+        env = pd.DataFrame({ch: level * (1 + np.sin(t)) for ch in channels}, index=t)
+        write_sto(tmp_path / f"{trial}_env.sto", env, name="emg_envelope")
+        files[trial] = tmp_path / f"{trial}_env.sto"
+    # the MVC trial: every channel passes but R_TA (saturated); the squat: R_SOL and R_TA quiet
+    mvc_q = {ch: saturated if ch == "R_TA" else ok for ch in channels}
+    (tmp_path / "mvc_q.json").write_text(json.dumps(mvc_q))
+    squat_q = {ch: quiet if ch in ("R_SOL", "R_TA") else ok for ch in channels}
+    squat_q["R_GAS"] = {"flags": ["noise", "mains"], "metrics": {}, "use": False}
+    (tmp_path / "squat_q.json").write_text(json.dumps(squat_q))
+    norm = normalise_emg(subject_file=subject, trials=["mvc", "squat1"],
+                         envelopes=[files["mvc"], files["squat1"]], output_json=tmp_path / "norm.json",
+                         qualities=[tmp_path / "mvc_q.json", tmp_path / "squat_q.json"])
+    assert norm["R_SOL"]["method"] == "mvc" and norm["R_SOL"]["mvc_ok"] and not norm["R_TA"]["mvc_ok"]
+    muscles = emg_excitations(subject_file=subject, envelope_sto=files["squat1"],
+                              quality_json=tmp_path / "squat_q.json",
+                              normalisation_json=tmp_path / "norm.json", output=tmp_path / "emg.sto")
+    assert "soleus_r" in muscles  # quiet, electrode shown to work by the MVC trial
+    assert "tib_ant_r" not in muscles  # its MVC trial failed quality
+    assert "gastroc_r" not in muscles  # another flag besides noise
+    exc = read_sto(tmp_path / "emg.sto")
+    assert exc["soleus_r"].max() < 0.05  # a quiet muscle: near zero, not scaled up
+    # without MVC trials (peak normalisation) a quiet channel stays out
+    assert not channel_usable(quiet, {"divisor": 1e-5, "method": "peak"})

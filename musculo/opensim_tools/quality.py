@@ -161,6 +161,7 @@ def write_quality_table(
     events: Sequence[PathLike] = (),
     so_reserves: Sequence[PathLike] = (),
     emg_quality: Sequence[PathLike] = (),
+    emg_normalisation: PathLike | None = None,
     model: PathLike | None = None,
     ik_mots: Sequence[PathLike] = (),
     range_share_limit: float = 0.05,
@@ -175,7 +176,9 @@ def write_quality_table(
     :func:`stance_residuals`); over the whole window they are listed for information. Per-trial
     files are named by their trial folder (``results/<s>/<trial>/...``). With ``model`` and
     ``ik_mots``, IK frames outside the model's coordinate ranges are judged against
-    ``range_share_limit`` (:func:`range_rows`).
+    ``range_share_limit`` (:func:`range_rows`). With ``emg_normalisation``, an EMG channel's
+    ``usable`` row follows :func:`musculo.emg.channel_usable` (a quiet channel whose MVC trial
+    passed is used), as the excitations do.
     """
     from musculo.io.tables import read_sto
 
@@ -221,12 +224,17 @@ def write_quality_table(
                              entry["max_abs"], unit, reserve_limit if reserve else None))
             rows.append(_row(subject, trial, "so", f"{entry.get('kind')}_rms:{entry['coordinate']}",
                              entry["rms"], unit))
+    from musculo.emg import channel_usable
+
+    norm = _json(emg_normalisation) if emg_normalisation is not None else None
     for path in emg_quality:
         trial = Path(path).parent.name
         for channel, entry in _json(path).items():
             entry = entry if isinstance(entry, dict) else {}
             flags = [str(f) for f in entry.get("flags", [])]
             use = bool(entry.get("use", not flags))
+            if norm is not None:
+                use = channel_usable(entry, norm.get(channel, {}))
             row = _row(subject, trial, "emg", f"usable:{channel}", 1.0 if use else 0.0, "1")
             row["verdict"] = "FAIL" if not use else "WARN" if flags else "PASS"
             row["flag"] = ";".join(flags)

@@ -35,6 +35,7 @@ rule emg_normalise:
     input:
         subject="subjects/{subject}/subject.yaml",
         envelopes=lambda w: [res(w.subject, t, "emg_envelope.sto") for t in emg_trials(w.subject)],
+        qualities=lambda w: [res(w.subject, t, "emg_quality.json") for t in emg_trials(w.subject)],
     output:
         res("{subject}", "emg_normalisation.json"),
     log:

@@ -200,6 +200,9 @@ rule quality:
             if subject(w.subject).emg_channels
             else []
         ),
+        emg_normalisation=lambda w: (
+            res(w.subject, "emg_normalisation.json") if subject(w.subject).emg_channels else []
+        ),
     output:
         tsv=res("{subject}", "quality.tsv"),
     log:

@@ -13,6 +13,7 @@ with job_logging(snakemake.log[0]):
         events=list(snakemake.input.events),
         so_reserves=list(snakemake.input.so),
         emg_quality=list(snakemake.input.emg),
+        emg_normalisation=snakemake.input.emg_normalisation or None,
         model=snakemake.input.model,
         ik_mots=list(snakemake.input.ik_mots),
         output_tsv=snakemake.output.tsv,
