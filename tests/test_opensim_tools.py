@@ -79,32 +79,45 @@ def test_id_reproduces_gait2354_reference(dataset_file, tmp_path):
     assert ty["rms_pct_bw"] == pytest.approx(100 * ty["rms"] / on_disk["body_weight"])
 
 
-def test_ik_and_id_reproduce_gait10dof18musc_reference(dataset_file, tmp_path):
+def g10_ik(dataset_file, out, **over):
+    """IK of the gait10dof18musc walk over 0.6-1.0 s with the dataset's setup; returns the model path."""
     model = str(dataset_file(G10, "OutputReference/subject01.osim"))
     run_isolated(
         "ik",
         model=model,
         markers_trc=str(dataset_file(G10, "ExperimentalData/subject01_walk.trc")),
         task_set=str(dataset_file(G10, "IK/walk_Setup_IK.xml")),
-        output_mot=str(tmp_path / "ik.mot"),
-        setup_out=str(tmp_path / "ik_setup.xml"),
-        errors_out=str(tmp_path / "ik_marker_errors.sto"),
+        output_mot=str(out / "ik.mot"),
+        setup_out=str(out / "ik_setup.xml"),
+        errors_out=str(out / "ik_marker_errors.sto"),
         time_range=[0.6, 1.0],
+        **over,
     )
+    return model
+
+
+def g10_id(dataset_file, out, model, coordinates, **over):
+    """ID of the gait10dof18musc walk on ``coordinates`` with the dataset's loads (6 Hz low-pass)."""
+    run_isolated(
+        "id",
+        model=model,
+        coordinates_mot=str(coordinates),
+        external_loads_xml=str(dataset_file(G10, "ExperimentalData/subject01_walk_grf.xml")),
+        output_sto=str(out / "id.sto"),
+        setup_out=str(out / "id_setup.xml"),
+        residuals_out=str(out / "residuals.json"),
+        lowpass_hz=6.0,
+        **over,
+    )
+
+
+def test_ik_and_id_reproduce_gait10dof18musc_reference(dataset_file, tmp_path):
+    model = g10_ik(dataset_file, tmp_path)
     ref_ik = read_sto(dataset_file(G10, "OutputReference/IK/subject01_walk_IK.mot"))
     ik_rms = coordinate_rms(read_sto(tmp_path / "ik.mot"), ref_ik, list(ref_ik.columns))
     print("gait10dof18musc IK RMS (deg) max:", ik_rms.max())
     assert ik_rms.max() <= 0.1
-    run_isolated(
-        "id",
-        model=model,
-        coordinates_mot=str(dataset_file(G10, "OutputReference/IK/subject01_walk_IK.mot")),
-        external_loads_xml=str(dataset_file(G10, "ExperimentalData/subject01_walk_grf.xml")),
-        output_sto=str(tmp_path / "id.sto"),
-        setup_out=str(tmp_path / "id_setup.xml"),
-        residuals_out=str(tmp_path / "residuals.json"),
-        lowpass_hz=6.0,
-    )
+    g10_id(dataset_file, tmp_path, model, dataset_file(G10, "OutputReference/IK/subject01_walk_IK.mot"))
     ref_id = read_sto(dataset_file(G10, "OutputReference/ID/Results/subject01_walk_ID.sto"))
     id_rms = coordinate_rms(read_sto(tmp_path / "id.sto"), ref_id, list(ref_id.columns))
     print("gait10dof18musc ID RMS (N m) max:", id_rms.max())
@@ -113,36 +126,15 @@ def test_ik_and_id_reproduce_gait10dof18musc_reference(dataset_file, tmp_path):
 
 def test_padded_ik_removes_the_edge_spikes_of_a_cut_window(dataset_file, tmp_path):
     """IK solves past a cut window's end; ID over the window then matches the whole trial's ID there."""
-    model = str(dataset_file(G10, "OutputReference/subject01.osim"))
-    run_isolated(
-        "ik",
-        model=model,
-        markers_trc=str(dataset_file(G10, "ExperimentalData/subject01_walk.trc")),
-        task_set=str(dataset_file(G10, "IK/walk_Setup_IK.xml")),
-        output_mot=str(tmp_path / "ik.mot"),
-        setup_out=str(tmp_path / "ik_setup.xml"),
-        errors_out=str(tmp_path / "ik_marker_errors.sto"),
-        time_range=[0.6, 1.0],
-        pad=0.2,
-        padded_out=str(tmp_path / "ik_padded.mot"),
-    )
+    model = g10_ik(dataset_file, tmp_path, pad=0.2, padded_out=str(tmp_path / "ik_padded.mot"))
     window, padded = read_sto(tmp_path / "ik.mot"), read_sto(tmp_path / "ik_padded.mot")
     errors = read_sto(tmp_path / "ik_marker_errors.sto")
     assert window.index[0] == pytest.approx(0.6) and window.index[-1] == pytest.approx(1.0)
     assert padded.index[0] == pytest.approx(0.6) and padded.index[-1] == pytest.approx(1.2)
     np.testing.assert_allclose(errors.index, window.index)
     np.testing.assert_allclose(padded.loc[window.index].to_numpy(), window.to_numpy(), atol=1e-6)
-    run_isolated(
-        "id",
-        model=model,
-        coordinates_mot=str(tmp_path / "ik_padded.mot"),
-        external_loads_xml=str(dataset_file(G10, "ExperimentalData/subject01_walk_grf.xml")),
-        output_sto=str(tmp_path / "id.sto"),
-        setup_out=str(tmp_path / "id_setup.xml"),
-        residuals_out=str(tmp_path / "residuals.json"),
-        lowpass_hz=6.0,
-        time_range=table_span(tmp_path / "ik.mot"),
-    )
+    window_span = table_span(tmp_path / "ik.mot")
+    g10_id(dataset_file, tmp_path, model, tmp_path / "ik_padded.mot", time_range=window_span)
     ours = read_sto(tmp_path / "id.sto")
     assert covers(ours.index.to_numpy(), window.index[0], window.index[-1])  # OpenSim's own time grid
     assert ours.index[-1] <= window.index[-1] + 1e-9

@@ -195,23 +195,15 @@ def active_choice(residual: np.ndarray, n: int, *, spacing: int) -> np.ndarray:
     apart, the rest follow by residual alone.
     """
     order = np.argsort(-np.asarray(residual), kind="stable")
-    taken = np.zeros(len(order), dtype=bool)
     blocked = np.zeros(len(order), dtype=bool)
     picked: list[int] = []
     for i in order:
-        if len(picked) == n:
-            break
-        if not blocked[i]:
+        if len(picked) < n and not blocked[i]:
             picked.append(int(i))
-            taken[i] = True
             blocked[max(0, i - spacing + 1):i + spacing] = True
-    for i in order:
-        if len(picked) == n:
-            break
-        if not taken[i]:
-            picked.append(int(i))
-            taken[i] = True
-    return np.sort(np.asarray(picked, dtype=int))
+    chosen = set(picked)
+    rest = [int(i) for i in order if int(i) not in chosen][: n - len(picked)]
+    return np.sort(np.asarray(picked + rest, dtype=int))
 
 
 def fine_tune(
