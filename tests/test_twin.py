@@ -241,7 +241,7 @@ def test_generation_is_deterministic(twin_dir, tmp_path):
 
 
 def test_moco_truth_is_made_by_moco_inverse_not_static_optimisation(tmp_path):
-    """The default truth: MocoInverse (compliant tendons, excitation effort), its reserves idle."""
+    """The Moco truth (twin.truth.solver: moco): MocoInverse with compliant tendons, reserves idle."""
     text = (_TWIN_YAML.replace("  - {name: mvc, role: mvc, file: mvc.c3d}\n", "")
             .replace("  mvc_channels: {mvc: [R_RF, R_VL, R_GMAX, R_SOL]}\n", "")
             .replace("    mvc: {movement: static, duration: 4.0}\n", "")

@@ -13,17 +13,21 @@ every file the subject file names:
 - ``truth.npz`` (see :data:`TRUTH_KEYS`): every muscle's excitation, activation and force per
   dynamic trial, the true coordinates and joint moments, and the true parameters.
 
-Excitations: OpenSim's StaticOptimization (AnalyzeTool, in a child process) on the true model
-with the generated external loads gives activations with the true model's own Millard muscles
-(compliant tendons, Millard curves); the first-order activation dynamics of the Millard model,
+Excitations (``twin.truth.solver``): by default OpenSim's StaticOptimization (AnalyzeTool, in a
+child process) on the true model with the generated external loads gives activations with the
+true model's own Millard muscles (compliant tendons, Millard curves); the first-order activation
+dynamics of the Millard model,
 ``da/dt = (u - a) / tau``, ``tau = tau_act (0.5 + 1.5 a)`` when activating and
 ``tau_deact / (0.5 + 1.5 a)`` when deactivating, is inverted to ``u = a + tau(a) da/dt``,
-clipped to [0, 1]. The estimators' physics core uses its own curves and the generic parameters.
+clipped to [0, 1]. With ``solver: moco``, MocoInverse on the true model with compliant-tendon
+DeGrooteFregly2016 muscles and activation dynamics gives them instead (:mod:`musculo.twin.dynamics`).
+The estimators' physics core uses its own curves and the generic parameters.
 
 EMG of a channel: the sum over its muscles of band-limited Gaussian noise (Butterworth band-pass)
 amplitude-modulated by the excitation, plus a share of a neighbouring muscle's signal
-(crosstalk), times an electrode gain, plus a band-limited noise floor. There is no MVC trial:
-the pipeline normalises by the peak over the dynamic trials.
+(crosstalk), times an electrode gain, plus a band-limited noise floor. A trial of role ``mvc`` holds each
+channel's muscles at full excitation in turn (:func:`mvc_excitation`), recorded with the same
+electrode gains, so the pipeline normalises twin EMG by MVC as labs do.
 
 Everything random derives from the twin's seed, so a generation is reproducible byte for byte.
 """
