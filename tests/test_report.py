@@ -311,6 +311,50 @@ def test_report_embeds_figures_and_tables_match_evaluation(report: Path, cohort:
     assert "<script" not in html and "http://" not in html and "https://" not in html
 
 
+def test_twin_report_draws_the_truth_beside_every_method(cohort: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import musculo.report.html as html_module
+
+    res = cohort / "results" / "S01"
+    rng = np.random.default_rng(5)
+    muscles = list(MEASURED.values()) + DEEP
+    time = np.round(np.arange(0.0, 1.2001, 0.005), 4)
+    arrays: dict[str, np.ndarray] = {"trials": np.array(TRIALS), "muscles": np.array(muscles)}
+    for trial in TRIALS:
+        arrays[f"{trial}/time"] = time
+        arrays[f"{trial}/excitation"] = rng.uniform(0.0, 1.0, (len(time), len(muscles)))
+    truth = tmp_path / "truth.npz"
+    np.savez(truth, **arrays)
+
+    drawn: dict[str, dict[str, pd.DataFrame]] = {}
+    real = html_module.overlay_figure
+
+    def spy(**kwargs):
+        drawn[kwargs["title"]] = dict(kwargs["sources"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(html_module, "overlay_figure", spy)
+    out = build_subject_report(
+        subject="S01", results_dir=res, evaluation=res / "evaluation.tsv",
+        quality=res / "quality.tsv", output=tmp_path / "report.html",
+        subject_file=cohort / "subjects" / "S01" / "subject.yaml", settings={"dpi": 40},
+        truth=truth)
+    for trial in TRIALS:
+        for title in ("deep-muscle excitations", "hidden muscles"):
+            sources = drawn[f"S01 {trial}: {title}"]
+            assert "TRUTH" in sources and {"NMM", "MSE"} <= set(sources)
+            np.testing.assert_array_equal(sources["TRUTH"].to_numpy(), arrays[f"{trial}/excitation"])
+            np.testing.assert_array_equal(sources["TRUTH"].index.to_numpy(), time)
+        assert "TRUTH" not in drawn[f"S01 {trial}: joint angles"]
+    assert "true excitations (truth.npz)" in out.read_text()
+    drawn.clear()
+    build_subject_report(
+        subject="S01", results_dir=res, evaluation=res / "evaluation.tsv",
+        quality=res / "quality.tsv", output=tmp_path / "plain.html",
+        subject_file=cohort / "subjects" / "S01" / "subject.yaml", settings={"dpi": 40})
+    assert drawn and not any("TRUTH" in sources for sources in drawn.values())
+
+
 def test_report_provenance_and_quality_verdicts(report: Path, cohort: Path) -> None:
     res = cohort / "results" / "S01"
     html = report.read_text()

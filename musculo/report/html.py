@@ -191,6 +191,7 @@ def build_subject_report(
     config_hash: str | None = None,
     config: Mapping[str, Any] | None = None,
     settings: Mapping[str, Any] | None = None,
+    truth: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write ``results/<subject>/report.html`` (self-contained) and, optionally, its figures.
 
@@ -210,12 +211,14 @@ def build_subject_report(
             computed from ``config`` when not given.
         config: the run's configuration (only hashed).
         settings: the ``report`` config section (defaults from the config schema).
+        truth: a digital twin's ``truth.npz``; its true excitations are drawn beside every
+            estimator's in the deep-muscle and hidden-muscle figures.
     """
     settings = settings_with_defaults(settings)
     results = Path(results_dir)
     if not results.is_dir():
         raise ReportInputError(f"{results}: results folder not found; run the pipeline first")
-    dpi, side, points = settings["dpi"], settings["gait_side"], settings["cycle_points"]
+    dpi, points = settings["dpi"], settings["cycle_points"]
     if config_hash is None and config is not None:
         config_hash = config_sha256(config)
 
@@ -286,130 +289,26 @@ def build_subject_report(
                      "fitting.")
     held_out = {m: {source_trial(str(t)) for t in eval_table.loc[eval_table["method"] == m, "trial"]}
                 for m in methods}
+    true_excitations = _truth_excitations(truth) if truth is not None else {}
+    if truth is not None:
+        for sec in (deep, lomo):
+            sec.notes.append("TRUTH: the twin's true excitations (truth.npz), made by the twin "
+                             "generator on the true model; no estimator sees them.")
 
     for trial in trials:
         tdir = results / trial
-        events = _read_events(tdir / "events.json")
+        ctx = _TrialContext(
+            subject=subject, trial=trial, settings=settings, dpi=dpi,
+            events=_read_events(tdir / "events.json"), truth=true_excitations.get(trial))
         ik = read_table(tdir / "ik.mot")
         idt = read_table(tdir / "id.sto")
         emg = read_table(tdir / "emg.sto")
         so = read_table(tdir / "so_activation.sto")
-        for path, table in ((tdir / "ik.mot", ik), (tdir / "id.sto", idt)):
-            if table is None:
-                kin.missing.append(str(path))
-        if events is None:
-            kin.notes.append(f"{trial}: no events.json, figures use time instead of gait cycle.")
-        if ik is not None:
-            cols = [c for c in coordinates if c in ik.columns] or [
-                c for c in ik.columns if not c.endswith(("_tx", "_ty", "_tz"))]
-            cols = _limit(cols, settings, kin, f"{trial} angles")
-            unit = "angle (deg)" if in_degrees(ik) else "angle (rad)"
-            kin.figures.append(_figure(
-                f"{trial}_kinematics", f"{trial}: joint angles",
-                f"Joint angles of trial {trial} from inverse kinematics.",
-                overlay_figure(sources={"IK": ik}, columns=cols, ylabel=unit,
-                               title=f"{subject} {trial}: joint angles", events=events,
-                               side=side, points=points), dpi))
-        if idt is not None:
-            wanted = [f"{c}_moment" for c in coordinates]
-            cols = [c for c in wanted if c in idt.columns] or [
-                c for c in idt.columns if c.endswith("_moment") and not c.startswith("pelvis")]
-            cols = _limit(cols, settings, kin, f"{trial} moments")
-            if cols:
-                kin.figures.append(_figure(
-                    f"{trial}_moments", f"{trial}: joint moments",
-                    f"Net joint moments of trial {trial} from inverse dynamics.",
-                    overlay_figure(sources={"ID": idt}, columns=cols, ylabel="moment (N m)",
-                                   title=f"{subject} {trial}: joint moments", events=events,
-                                   side=side, points=points), dpi))
-
-        if emg is None or so is None:
-            so_emg.missing += [str(tdir / f) for f, t in (("emg.sto", emg),
-                                                          ("so_activation.sto", so)) if t is None]
-        else:
-            cols = _limit([c for c in emg.columns if c in so.columns], settings, so_emg,
-                          f"{trial} muscles")
-            if cols:
-                so_emg.figures.append(_figure(
-                    f"{trial}_so_vs_emg", f"{trial}: SO activation vs EMG",
-                    f"Static-optimization activation and normalised EMG envelope, trial {trial}.",
-                    overlay_figure(sources={"EMG envelope": emg, "SO activation": so},
-                                   columns=cols, ylabel="activation / excitation (0-1)",
-                                   title=f"{subject} {trial}: SO activation vs EMG",
-                                   events=events, side=side, points=points), dpi))
-            else:
-                so_emg.notes.append(f"{trial}: no muscle is in both emg.sto and "
-                                    "so_activation.sto.")
-
-        predictions = {}
-        for m in methods:
-            path = results / m / "predictions" / f"{trial}.excitations.sto"
-            if path.is_file():
-                predictions[m.upper()] = read_sto(path)
-            else:
-                deep.missing.append(str(path))
-        if predictions:
-            measured = set(emg.columns) if emg is not None else set()
-            cols = [c for c in unmeasured if any(c in p.columns for p in predictions.values())]
-            if not cols:
-                cols = list(dict.fromkeys(
-                    c for p in predictions.values() for c in p.columns if c not in measured))
-            cols = _limit(cols, settings, deep, f"{trial} deep muscles")
-            sources = dict(predictions)
-            if so is not None:
-                sources["SO activation"] = so
-            if cols:
-                deep.figures.append(_figure(
-                    f"{trial}_deep_excitations", f"{trial}: deep-muscle excitations",
-                    f"Excitations of unmeasured muscles predicted per estimator, trial {trial}.",
-                    overlay_figure(sources=sources, columns=cols, ylabel="excitation (0-1)",
-                                   title=f"{subject} {trial}: deep-muscle excitations",
-                                   events=events, side=side, points=points), dpi))
-
-        hidden: dict[str, dict[str, pd.Series]] = {}
-        for m in methods:
-            for path in sorted((results / m / "lomo").glob(f"*/{trial}.excitations.sto")):
-                muscle = path.parent.name
-                table = read_sto(path)
-                if muscle in table.columns:
-                    hidden.setdefault(m.upper(), {})[muscle] = table[muscle]
-                else:
-                    lomo.notes.append(f"{path}: no column {muscle!r}; not drawn.")
-        if hidden:
-            if emg is None:
-                lomo.missing.append(str(tdir / "emg.sto"))
-            else:
-                sources = {"measured envelope": emg}
-                sources.update({m: pd.DataFrame(s) for m, s in hidden.items()})
-                cols = sorted({c for s in hidden.values() for c in s})
-                cols = _limit([c for c in cols if c in emg.columns], settings, lomo,
-                              f"{trial} hidden muscles")
-                if cols:
-                    lomo.figures.append(_figure(
-                        f"{trial}_lomo", f"{trial}: hidden muscles",
-                        f"Excitation predicted for each muscle while it was hidden, against its "
-                        f"measured envelope, trial {trial}.",
-                        overlay_figure(sources=sources, columns=cols, ylabel="excitation (0-1)",
-                                       title=f"{subject} {trial}: hidden muscle vs measured",
-                                       events=events, side=side, points=points), dpi))
-
-        moments = {}
-        for m in methods:
-            path = results / m / "predictions" / f"{trial}.moments.sto"
-            if path.is_file() and (not held_out[m] or trial in held_out[m]) and idt is not None:
-                moments[m.upper()] = _align_moments(read_sto(path), idt)
-        if moments and idt is not None:
-            cols = list(dict.fromkeys(c for p in moments.values() for c in p.columns
-                                      if c in idt.columns))
-            cols = _limit(cols, settings, torque, f"{trial} moments")
-            if cols:
-                torque.figures.append(_figure(
-                    f"{trial}_torque_tracking", f"{trial}: torque tracking",
-                    f"Joint moments from each estimator against inverse dynamics, trial {trial}.",
-                    overlay_figure(sources={"inverse dynamics": idt, **moments}, columns=cols,
-                                   ylabel="moment (N m)",
-                                   title=f"{subject} {trial}: torque tracking",
-                                   events=events, side=side, points=points), dpi))
+        _kinematics_figures(ctx, kin, tdir, ik, idt, coordinates)
+        _so_emg_figure(ctx, so_emg, tdir, emg, so)
+        _deep_figure(ctx, deep, results, methods, emg, so, unmeasured)
+        _lomo_figure(ctx, lomo, results, methods, tdir, emg)
+        _torque_figure(ctx, torque, results, methods, idt, held_out)
     if not methods:
         for sec in (deep, lomo, torque):
             sec.notes.append(f"No estimator output under {results} (folders with predictions/"
@@ -466,6 +365,166 @@ def build_subject_report(
     logger.info("%s: report with %d figures and %d metric rows written to %s",
                 subject, len(figures), len(eval_table), out)
     return out
+
+
+@dataclass
+class _TrialContext:
+    """What every figure of one trial shares."""
+
+    subject: str
+    trial: str
+    settings: Mapping[str, Any]
+    dpi: int
+    events: dict[str, Any] | None
+    truth: pd.DataFrame | None  # a twin's true excitations of this trial (time index)
+
+    def figure(self, section: Section, key: str, title: str, caption: str, *,
+               sources: Mapping[str, pd.DataFrame], columns: list[str], ylabel: str) -> None:
+        """Draw ``columns`` of ``sources`` over this trial and add the figure to ``section``."""
+        section.figures.append(_figure(
+            f"{self.trial}_{key}", f"{self.trial}: {title}", caption,
+            overlay_figure(sources=sources, columns=columns, ylabel=ylabel,
+                           title=f"{self.subject} {self.trial}: {title}", events=self.events,
+                           side=self.settings["gait_side"], points=self.settings["cycle_points"]),
+            self.dpi))
+
+
+def _truth_excitations(path: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
+    """A twin's true excitations per dynamic trial, as tables indexed by time."""
+    from musculo.twin.generate import load_truth
+
+    data = load_truth(path)
+    muscles = [str(m) for m in data["muscles"]]
+    return {
+        str(trial): pd.DataFrame(data[f"{trial}/excitation"], columns=muscles,
+                                 index=pd.Index(data[f"{trial}/time"], name="time"))
+        for trial in data["trials"]
+    }
+
+
+def _kinematics_figures(ctx: _TrialContext, kin: Section, tdir: Path, ik: pd.DataFrame | None,
+                        idt: pd.DataFrame | None, coordinates: Sequence[str]) -> None:
+    """Joint angles (IK) and net joint moments (ID) of one trial."""
+    for path, table in ((tdir / "ik.mot", ik), (tdir / "id.sto", idt)):
+        if table is None:
+            kin.missing.append(str(path))
+    if ctx.events is None:
+        kin.notes.append(f"{ctx.trial}: no events.json, figures use time instead of gait cycle.")
+    if ik is not None:
+        cols = [c for c in coordinates if c in ik.columns] or [
+            c for c in ik.columns if not c.endswith(("_tx", "_ty", "_tz"))]
+        cols = _limit(cols, ctx.settings, kin, f"{ctx.trial} angles")
+        ctx.figure(kin, "kinematics", "joint angles",
+                   f"Joint angles of trial {ctx.trial} from inverse kinematics.",
+                   sources={"IK": ik}, columns=cols,
+                   ylabel="angle (deg)" if in_degrees(ik) else "angle (rad)")
+    if idt is not None:
+        wanted = [f"{c}_moment" for c in coordinates]
+        cols = [c for c in wanted if c in idt.columns] or [
+            c for c in idt.columns if c.endswith("_moment") and not c.startswith("pelvis")]
+        cols = _limit(cols, ctx.settings, kin, f"{ctx.trial} moments")
+        if cols:
+            ctx.figure(kin, "moments", "joint moments",
+                       f"Net joint moments of trial {ctx.trial} from inverse dynamics.",
+                       sources={"ID": idt}, columns=cols, ylabel="moment (N m)")
+
+
+def _so_emg_figure(ctx: _TrialContext, so_emg: Section, tdir: Path, emg: pd.DataFrame | None,
+                   so: pd.DataFrame | None) -> None:
+    """Static-optimization activations against the EMG envelopes of the same muscles."""
+    if emg is None or so is None:
+        so_emg.missing += [str(tdir / f) for f, t in (("emg.sto", emg),
+                                                      ("so_activation.sto", so)) if t is None]
+        return
+    cols = _limit([c for c in emg.columns if c in so.columns], ctx.settings, so_emg,
+                  f"{ctx.trial} muscles")
+    if not cols:
+        so_emg.notes.append(f"{ctx.trial}: no muscle is in both emg.sto and so_activation.sto.")
+        return
+    ctx.figure(so_emg, "so_vs_emg", "SO activation vs EMG",
+               f"Static-optimization activation and normalised EMG envelope, trial {ctx.trial}.",
+               sources={"EMG envelope": emg, "SO activation": so}, columns=cols,
+               ylabel="activation / excitation (0-1)")
+
+
+def _deep_figure(ctx: _TrialContext, deep: Section, results: Path, methods: Sequence[str],
+                 emg: pd.DataFrame | None, so: pd.DataFrame | None,
+                 unmeasured: Sequence[str]) -> None:
+    """Each estimator's excitations of the unmeasured muscles (with SO's, and a twin's truth)."""
+    predictions = {}
+    for m in methods:
+        path = results / m / "predictions" / f"{ctx.trial}.excitations.sto"
+        if path.is_file():
+            predictions[m.upper()] = read_sto(path)
+        else:
+            deep.missing.append(str(path))
+    if not predictions:
+        return
+    measured = set(emg.columns) if emg is not None else set()
+    cols = [c for c in unmeasured if any(c in p.columns for p in predictions.values())]
+    if not cols:
+        cols = list(dict.fromkeys(
+            c for p in predictions.values() for c in p.columns if c not in measured))
+    cols = _limit(cols, ctx.settings, deep, f"{ctx.trial} deep muscles")
+    sources = {**({"TRUTH": ctx.truth} if ctx.truth is not None else {}), **predictions}
+    if so is not None:
+        sources["SO activation"] = so
+    if cols:
+        ctx.figure(deep, "deep_excitations", "deep-muscle excitations",
+                   f"Excitations of unmeasured muscles predicted per estimator, trial {ctx.trial}.",
+                   sources=sources, columns=cols, ylabel="excitation (0-1)")
+
+
+def _lomo_figure(ctx: _TrialContext, lomo: Section, results: Path, methods: Sequence[str],
+                 tdir: Path, emg: pd.DataFrame | None) -> None:
+    """Each measured muscle's excitation predicted while it was hidden, against its envelope."""
+    hidden: dict[str, dict[str, pd.Series]] = {}
+    for m in methods:
+        for path in sorted((results / m / "lomo").glob(f"*/{ctx.trial}.excitations.sto")):
+            muscle = path.parent.name
+            table = read_sto(path)
+            if muscle in table.columns:
+                hidden.setdefault(m.upper(), {})[muscle] = table[muscle]
+            else:
+                lomo.notes.append(f"{path}: no column {muscle!r}; not drawn.")
+    if not hidden:
+        return
+    if emg is None:
+        lomo.missing.append(str(tdir / "emg.sto"))
+        return
+    sources = {"measured envelope": emg}
+    if ctx.truth is not None:
+        sources["TRUTH"] = ctx.truth
+    sources.update({m: pd.DataFrame(s) for m, s in hidden.items()})
+    cols = sorted({c for s in hidden.values() for c in s})
+    cols = _limit([c for c in cols if c in emg.columns], ctx.settings, lomo,
+                  f"{ctx.trial} hidden muscles")
+    if cols:
+        ctx.figure(lomo, "lomo", "hidden muscles",
+                   f"Excitation predicted for each muscle while it was hidden, against its "
+                   f"measured envelope, trial {ctx.trial}.",
+                   sources=sources, columns=cols, ylabel="excitation (0-1)")
+
+
+def _torque_figure(ctx: _TrialContext, torque: Section, results: Path, methods: Sequence[str],
+                   idt: pd.DataFrame | None, held_out: Mapping[str, set[str]]) -> None:
+    """Each estimator's joint moments on its held-out trials against inverse dynamics."""
+    if idt is None:
+        return
+    moments = {}
+    for m in methods:
+        path = results / m / "predictions" / f"{ctx.trial}.moments.sto"
+        if path.is_file() and (not held_out[m] or ctx.trial in held_out[m]):
+            moments[m.upper()] = _align_moments(read_sto(path), idt)
+    if not moments:
+        return
+    cols = list(dict.fromkeys(c for p in moments.values() for c in p.columns if c in idt.columns))
+    cols = _limit(cols, ctx.settings, torque, f"{ctx.trial} moments")
+    if cols:
+        ctx.figure(torque, "torque_tracking", "torque tracking",
+                   f"Joint moments from each estimator against inverse dynamics, trial {ctx.trial}.",
+                   sources={"inverse dynamics": idt, **moments}, columns=cols,
+                   ylabel="moment (N m)")
 
 
 def _verdict_counts(items: Sequence[QualityItem]) -> dict[str, int]:

@@ -169,6 +169,7 @@ def report_inputs(w):
         "trial_files": trial_files(s, per_trial),
         "predictions": [res(s, m, "predictions") for m in methods_for(s)],
         "lomo": [res(s, m, "lomo") for m in methods_for(s)],
+        "truth": f"subjects/{s}/truth.npz" if subject(s).is_twin else [],
     }
 
 

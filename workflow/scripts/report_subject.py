@@ -8,5 +8,6 @@ with job_logging(snakemake.log[0]):
         subject_file=snakemake.input.subject,
         output=snakemake.output.html,
         figures_dir=snakemake.output.figures,
+        truth=snakemake.input.get("truth") or None,
         **snakemake.params,
     )
