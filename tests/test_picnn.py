@@ -145,6 +145,43 @@ def test_cohort_members():
     assert got == {"kids": ["biomechzoo-HC002D"], "twins": ["twin-a"]}
 
 
+def test_cohort_keeps_a_channel_that_failed_quality_in_one_member(tmp_path):
+    """A cohort shares the muscles its subject files list: a member whose channel failed quality keeps
+    that muscle, unmeasured (zero network input), so the cohort's measured inputs do not shrink to the
+    channels every member happens to have."""
+    from dataclasses import replace
+
+    from helpers import synthetic_subject
+
+    from musculo.estimators.picnn import emg_inputs
+    from musculo.estimators.transfer import common_muscle_set
+    from musculo.estimators.trials import load_trials
+    from musculo.physics.synthetic import write_trial_dir
+
+    raw = {"emg": {"channels": {f"c{i}": [f"m{i}"] for i in range(5)}}, "unmeasured": ["m5", "m6"]}
+    groups = {}
+    for k, failed in enumerate([(0,), (1, 2), ()]):
+        measured = np.array([i < 5 and i not in failed for i in range(7)])
+        dirs = [write_trial_dir(replace(t, measured=measured, excitation=t.excitation * measured),
+                                tmp_path / f"s{k}" / t.name)
+                for t in synthetic_trials(n_trials=2, n_frames=40, n_muscles=7, n_unmeasured=2, seed=k)]
+        subject = synthetic_subject(tmp_path / f"s{k}", **raw)
+        groups[f"s{k}"] = {ms: load_trials(subject, dirs, settings=settings(), muscle_set=ms)
+                           for ms in ("subject", "listed")}
+    per_subject = common_muscle_set({s: g["subject"] for s, g in groups.items()})
+    assert per_subject["s2"][0].muscles == ["m3", "m4", "m5", "m6"]  # what every member measured
+    cohort = common_muscle_set({s: g["listed"] for s, g in groups.items()})
+    for s, failed in zip(groups, [(0,), (1, 2), ()], strict=True):
+        trial = cohort[s][0]
+        assert trial.muscles == [f"m{i}" for i in range(7)]
+        assert [i for i in range(5) if not trial.measured[i]] == list(failed)
+        x = emg_inputs(trial)
+        seen = [i for i in range(5) if i not in failed]
+        assert np.all(x[:, list(failed) + [5, 6]] == 0.0) and np.all(x[:, seen].std(0) > 0)
+    with pytest.raises(ValueError, match="muscle_set"):
+        load_trials(synthetic_subject(tmp_path / "s0", **raw), [], settings=settings(), muscle_set="all")
+
+
 def test_through_the_evaluation_driver(tmp_path):
     from helpers import synthetic_subject
 

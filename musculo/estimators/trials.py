@@ -23,6 +23,7 @@ from musculo.settings import Settings
 from musculo.subject import Subject
 
 NOT_FITTED = "not fitted"
+MUSCLE_SETS = ("subject", "listed", "model")
 NO_EMG = "no EMG channel of the subject passed quality in every trial (see emg_quality.json)"
 
 
@@ -34,15 +35,29 @@ def load_trials(
 
     ``muscle_set`` ``subject`` keeps the subject's modelled muscles (its EMG-mapped muscles with a
     usable channel plus its ``unmeasured`` list, :func:`musculo.physics.data.model_muscles`);
+    ``listed`` keeps every muscle the subject file lists (``emg.channels`` and ``unmeasured``), a
+    muscle whose channel failed quality staying in as not measured, so that subjects sharing a
+    channel map share one muscle set whatever their channel quality (the cross-subject cohorts);
     ``model`` keeps every muscle of the scaled model, as does a subject listing neither EMG nor
     unmeasured muscles. Frames are those of ``physics.window``.
     """
+    if muscle_set not in MUSCLE_SETS:
+        raise ValueError(f"muscle_set {muscle_set!r} is not one of {MUSCLE_SETS}")
     coords = subject.coordinates or None
     trials = [with_emg_divisors(load_trial_dir(d, coordinates=coords, with_so=with_so,
                                                window=settings.physics.window), subject, d)
               for d in trial_dirs]
     if muscle_set == "model" or not (subject.measured_muscles or subject.unmeasured):
         return trials
+    if muscle_set == "listed" and trials:
+        listed = set(subject.measured_muscles) | set(subject.unmeasured)
+        absent = sorted(listed - set(trials[0].muscles))
+        if absent:
+            raise InputDataError(
+                f"subject {subject.id}: muscles {absent} (emg.channels / unmeasured) are not in the "
+                f"scaled model; fix the muscle names in the subject file"
+            )
+        return [t.select([m for m in t.muscles if m in listed]) for t in trials]
     return select_muscles(trials, measured=subject.measured_muscles, unmeasured=subject.unmeasured,
                           source=source or f"subject {subject.id}")
 

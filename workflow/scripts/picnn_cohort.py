@@ -13,7 +13,7 @@ with job_logging(snakemake.log[0]):
     groups = {}
     for sid, dirs in snakemake.params.members.items():
         subject = load_subject(Path("subjects", sid, "subject.yaml"))
-        groups[sid] = load_trials(subject, dirs, settings=settings, with_so=True)
+        groups[sid] = load_trials(subject, dirs, settings=settings, with_so=True, muscle_set="listed")
     groups = common_muscle_set(groups)
     others = {sid: ts for sid, ts in groups.items() if sid != snakemake.wildcards.left_out}
     GenericModel(settings.picnn, physics=settings.physics, seed=settings.seed).fit(others).save(

@@ -20,7 +20,8 @@ with job_logging(snakemake.log[0]):
     if members:
         groups = {
             m: load_trials(
-                load_subject(Path("subjects", m, "subject.yaml")), dirs, settings=settings, with_so=True
+                load_subject(Path("subjects", m, "subject.yaml")), dirs, settings=settings, with_so=True,
+                muscle_set="listed",
             )
             for m, dirs in members.items()
         }
