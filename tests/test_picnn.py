@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import settings
 
+from musculo.errors import EstimatorError
 from musculo.estimators import registry
 from musculo.estimators.picnn import MomentArmModel, PICNNEstimator, physics_loss, reference_forces
 from musculo.estimators.transfer import GenericModel, cohort_members, fine_tune, transfer_evaluation
@@ -92,6 +93,19 @@ def test_active_choice_takes_distinct_stretches_by_residual():
     got = active_choice(residual, 3, spacing=8)
     assert list(got) == [10, 45, 80]  # not three neighbours of the worst stretch
     assert sorted(active_choice(residual, 100, spacing=8)) == list(range(100))  # the rest by residual
+
+
+def test_generic_model_leaves_out_a_member_without_usable_emg(caplog):
+    from dataclasses import replace
+
+    s = _settings()
+    groups = {f"s{i}": synthetic_trials(n_trials=1, n_frames=40, seed=10 + i) for i in range(2)}
+    groups["silent"] = [replace(t, measured=np.zeros_like(t.measured), excitation=0 * t.excitation)
+                        for t in synthetic_trials(n_trials=1, n_frames=40, seed=12)]
+    generic = GenericModel(s.picnn, physics=s.physics, seed=s.seed).fit(groups)
+    assert generic.subjects_ == ["s0", "s1"] and "['silent'] left out (no usable EMG)" in caplog.text
+    with pytest.raises(EstimatorError, match="no training subjects with usable EMG"):
+        GenericModel(s.picnn, physics=s.physics, seed=s.seed).fit({"silent": groups["silent"]})
 
 
 def test_fine_tuning_freezes_features_and_changes_head():

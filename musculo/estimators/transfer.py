@@ -84,9 +84,17 @@ class GenericModel:
         self.norm_: Normaliser | None = None
 
     def fit(self, groups: Mapping[str, Sequence[TrialData]]) -> Self:
-        """Train on every trial of each subject of ``groups`` (subject id -> trials)."""
+        """Train on every trial of each subject of ``groups`` (subject id -> trials).
+
+        A subject none of whose muscles has EMG in any trial (every channel failed quality) teaches
+        the shared EMG features nothing: it is left out, with a warning.
+        """
+        silent = sorted(sid for sid, trials in groups.items() if not any(np.any(t.measured) for t in trials))
+        if silent:
+            logger.warning("picnn generic model: %s left out (no usable EMG)", silent)
+            groups = {sid: trials for sid, trials in groups.items() if sid not in silent}
         if not groups:
-            raise EstimatorError("picnn generic model: no training subjects")
+            raise EstimatorError("picnn generic model: no training subjects with usable EMG")
         first = next(iter(groups.values()))[0]
         for sid, trials in groups.items():
             for t in trials:
