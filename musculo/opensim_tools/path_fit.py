@@ -687,10 +687,7 @@ def run_polynomial_muscle_analysis(
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise OutputCheckError(f"muscle analysis (polynomial paths): non-finite values in {key}")
     if np.any(length <= 0):
-        raise OutputCheckError(
-            f"muscle analysis (polynomial paths): non-positive muscle-tendon lengths in {coords_file.name}; "
-            "the trial leaves the fitted range: rerun path_fit"
-        )
+        raise OutputCheckError(_non_positive_message(osim, kin, names, length, coords_file))
     seconds = _time.perf_counter() - t0
     out_npz, out_dir, out_setup = Path(output_npz), Path(sto_dir), Path(setup_out)
     with work_dir(out_npz) as tmp:
@@ -733,6 +730,34 @@ def run_polynomial_muscle_analysis(
         "coordinates": len(coords),
         "seconds": seconds,
     }
+
+
+def _non_positive_message(
+    osim: Any, kin: dict[str, Any], names: Sequence[str], length: np.ndarray, coords_file: Path
+) -> str:
+    """Why fitted paths gave non-positive lengths: which muscles, when, and which coordinates of
+    those frames lie outside the model's ranges (IK that left the anatomy, where no fit holds)."""
+    bad_frames, bad_muscles = np.nonzero(length <= 0)
+    muscles = sorted({names[m] for m in bad_muscles})
+    times = kin["time"][bad_frames]
+    state = osim.initSystem()
+    outside = []
+    for j, c in enumerate(kin["coordinates"]):
+        coord = osim.getCoordinateSet().get(c)
+        if coord.getLocked(state):
+            continue
+        q = kin["q"][bad_frames, j]
+        if np.any((q < coord.getRangeMin() - 1e-6) | (q > coord.getRangeMax() + 1e-6)):
+            outside.append(f"{c} reaches {q.min():.3g}..{q.max():.3g} (range {coord.getRangeMin():.3g}.."
+                           f"{coord.getRangeMax():.3g})")
+    where = (f"; coordinates outside the model's ranges there: {'; '.join(outside)} (check the IK of "
+             "this trial: its frames_outside_range rows in quality.tsv)") if outside else ""
+    return (
+        f"muscle analysis (polynomial paths): non-positive muscle-tendon lengths of {muscles} in "
+        f"{coords_file.name} at t = {times.min():.3f}..{times.max():.3f} s{where}. Fix the IK, or use "
+        "OpenSim's MuscleAnalysis for this subject (`config: {opensim: {ma_method: opensim}}` in its "
+        "subject file), or rerun path_fit if its trials changed"
+    )
 
 
 def muscle_kinematics(
