@@ -124,6 +124,38 @@ def apply_marker_weights(task_set: Any, marker_weights: Mapping[str, float] | No
             task.setApply(weight > 0)
 
 
+def add_coordinate_tasks(task_set: Any, model: Any, coordinate_weights: Mapping[str, float] | None) -> None:
+    """Append a coordinate task per entry of ``coordinate_weights`` (coordinate -> weight).
+
+    Each task pulls its coordinate towards the model's default value with that weight (OpenSim's
+    IKCoordinateTask, value type ``default_value``): a weak prior for a coordinate the markers do
+    not determine, e.g. the subtalar angle of a foot with two markers in view, which IK would
+    otherwise leave to drift (a foot turned over). A coordinate task of the same name already in
+    ``task_set`` is replaced. Raises :class:`InputDataError` for an unknown coordinate.
+    """
+    if not coordinate_weights:
+        return
+    opensim = import_opensim()
+    coords = [model.getCoordinateSet().get(i).getName() for i in range(model.getCoordinateSet().getSize())]
+    unknown = sorted(set(coordinate_weights) - set(coords))
+    if unknown:
+        raise InputDataError(
+            f"opensim.ik_coordinate_weights: {unknown} are not coordinates of the model "
+            f"({coords}); fix the names in the config or the subject file's config"
+        )
+    for name, weight in coordinate_weights.items():
+        for i in reversed(range(task_set.getSize())):
+            old = task_set.get(i)
+            if old.getConcreteClassName() == "IKCoordinateTask" and old.getName() == name:
+                task_set.remove(i)
+        task = opensim.IKCoordinateTask()
+        task.setName(name)
+        task.setWeight(float(weight))
+        task.setApply(float(weight) > 0)
+        task.setValueType(opensim.IKCoordinateTask.DefaultValue)
+        task_set.cloneAndAppend(task)
+
+
 def check_tasks(*, task_set: Any, model: Any, trial_markers: Sequence[str], source: str) -> list[str]:
     """Check every applied task names something in the model; return usable marker names."""
     model_markers = {model.getMarkerSet().get(i).getName() for i in range(model.getMarkerSet().getSize())}
@@ -226,6 +258,7 @@ def run_ik(
     strike_lead: float | None = None,
     strike_sides: Sequence[str] | None = None,
     marker_weights: Mapping[str, float] | None = None,
+    coordinate_weights: Mapping[str, float] | None = None,
     default_weight: float = 1.0,
     accuracy: float | None = None,
     constraint_weight: float | None = None,
@@ -240,8 +273,9 @@ def run_ik(
     errors: total squared, RMS and max in m) and the resolved setup ``setup_out``. Tasks come
     from ``task_set`` (an IKTaskSet XML, or an IK tool setup whose accuracy and constraint weight
     are used too), else one task per model marker present in the trial weighted by
-    ``marker_weights``. Frames whose largest marker error exceeds ``flag_limit`` (m) are flagged
-    in the returned summary and the log. With ``events`` (the trial's ``events.json``) and
+    ``marker_weights``; ``coordinate_weights`` adds coordinate tasks towards the model's default
+    values (:func:`add_coordinate_tasks`). Frames whose largest marker error exceeds ``flag_limit``
+    (m) are flagged in the returned summary and the log. With ``events`` (the trial's ``events.json``) and
     ``strike_lead`` (s), the window starts that long before the first foot strike, so a short
     window (``max_frames``) still holds ground contact; with ``strike_sides`` (the sides whose
     moments are tracked) the first strike of those feet, so that their stance is in the window,
@@ -297,6 +331,7 @@ def run_ik(
             model=osim, markers=present, marker_weights=marker_weights, default_weight=default_weight
         )
         source = str(trc)
+    add_coordinate_tasks(tasks, osim, coordinate_weights)
     usable = check_tasks(task_set=tasks, model=osim, trial_markers=present, source=source)
     if len(usable) < MIN_IK_MARKERS:
         raise TooFewMarkersError(

@@ -59,6 +59,7 @@ rule ik:
         strike_lead=scfg_param("opensim", "strike_lead"),
         strike_sides=lambda w: subject(w.subject).tracked_sides,
         marker_weights=scfg_param("opensim", "marker_weights"),
+        coordinate_weights=scfg_param("opensim", "ik_coordinate_weights"),
         flag_limit=scfg_param("opensim", "ik_flag_limit"),
         pad=scfg_param("opensim", "edge_pad"),
     conda:
