@@ -429,6 +429,35 @@ def test_ik_window_starts_before_first_foot_strike(dataset_file, tmp_path):
     assert first_strike(events, sides=["nope"]) is None
 
 
+def test_ik_coordinate_weights_pull_a_coordinate_to_its_default(dataset_file, tmp_path):
+    """opensim.ik_coordinate_weights adds IK coordinate tasks towards the model's default value."""
+    from musculo.errors import InputDataError
+
+    def solve(name, weights):
+        run_isolated(
+            "ik",
+            model=str(dataset_file(G10, "OutputReference/subject01.osim")),
+            markers_trc=str(dataset_file(G10, "ExperimentalData/subject01_walk.trc")),
+            task_set=str(dataset_file(G10, "IK/walk_Setup_IK.xml")),
+            output_mot=str(tmp_path / name / "ik.mot"),
+            setup_out=str(tmp_path / name / "ik_setup.xml"),
+            errors_out=str(tmp_path / name / "ik_marker_errors.sto"),
+            time_range=[0.9, 1.2],
+            coordinate_weights=weights,
+        )
+        return read_sto(tmp_path / name / "ik.mot")
+
+    free = solve("free", None)
+    held = solve("held", {"knee_angle_r": 1000.0})
+    assert np.abs(free["knee_angle_r"]).max() > 10.0  # degrees: the knee bends in this window
+    assert np.abs(held["knee_angle_r"]).max() < 0.1 * np.abs(free["knee_angle_r"]).max()
+    assert np.abs(held["knee_angle_l"] - free["knee_angle_l"]).max() < 5.0
+    setup = (tmp_path / "held" / "ik_setup.xml").read_text()
+    assert '<IKCoordinateTask name="knee_angle_r">' in setup and "default_value" in setup
+    with pytest.raises(InputDataError, match="ik_coordinate_weights.*knee_r"):
+        solve("wrong", {"knee_r": 1.0})
+
+
 def test_spanned_coordinates_follow_topology_and_couplers(dataset_file):
     from musculo.opensim_tools.common import free_coordinates, load_model
     from musculo.opensim_tools.muscle_analysis import analysis_groups, spanned_coordinates
