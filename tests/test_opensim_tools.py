@@ -458,6 +458,34 @@ def test_ik_coordinate_weights_pull_a_coordinate_to_its_default(dataset_file, tm
         solve("wrong", {"knee_r": 1.0})
 
 
+def test_ik_unwinds_whole_turns_of_pure_rotations_only(dataset_file, tmp_path):
+    """A coordinate IK wound a full turn away comes back when that is the same pose (pelvis tilt),
+    and stays when the coordinate also drives translations (the knee's coupled splines)."""
+    import opensim
+
+    from musculo.opensim_tools.ik import unwind_turns
+
+    ref = dataset_file(G10, "OutputReference/IK/subject01_walk_IK.mot")
+    model = opensim.Model(str(dataset_file(G10, "OutputReference/subject01.osim")))
+    original = read_sto(ref)
+    wound = tmp_path / "ik.mot"
+    table = opensim.Storage(str(ref))
+    labels = [table.getColumnLabels().get(i) for i in range(table.getColumnLabels().getSize())][1:]
+    for i in range(table.getSize()):
+        row = table.getStateVector(i).getData()
+        for name, turns in {"pelvis_tilt": -1, "knee_angle_r": 1}.items():
+            row.set(labels.index(name), row.get(labels.index(name)) + 360.0 * turns)
+    table.printToFile(str(wound), "w")
+    padded = tmp_path / "ik_padded.mot"
+    padded.write_bytes(wound.read_bytes())
+    assert unwind_turns(model, wound, [padded]) == {"pelvis_tilt": -1}
+    for path in (wound, padded):
+        back = read_sto(path)
+        np.testing.assert_allclose(back["pelvis_tilt"], original["pelvis_tilt"], atol=1e-6)
+        np.testing.assert_allclose(back["knee_angle_r"], original["knee_angle_r"] + 360.0, atol=1e-6)
+    assert unwind_turns(model, ref) == {}
+
+
 def test_spanned_coordinates_follow_topology_and_couplers(dataset_file):
     from musculo.opensim_tools.common import free_coordinates, load_model
     from musculo.opensim_tools.muscle_analysis import analysis_groups, spanned_coordinates

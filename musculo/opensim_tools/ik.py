@@ -244,6 +244,81 @@ def _crop(source: Path, target: Path, start: float, end: float) -> None:
     table.printToFile(str(target), "w")
 
 
+def _column(table: Any, index: int) -> np.ndarray:
+    """Data column ``index`` (0-based, time excluded) of an OpenSim Storage."""
+    return np.array([table.getStateVector(i).getData().get(index) for i in range(table.getSize())])
+
+
+def _body_poses(model: Any, state: Any) -> np.ndarray:
+    """Every body's ground transform (rotation and position) at ``state``, flattened."""
+    model.realizePosition(state)
+    out = []
+    for body in model.getBodySet():
+        t = body.getTransformInGround(state)
+        r, p = t.R(), t.p()
+        out += [r.get(i, j) for i in range(3) for j in range(3)] + [p.get(i) for i in range(3)]
+    return np.array(out)
+
+
+def unwind_turns(model: Any, window: Path, others: Sequence[Path] = ()) -> dict[str, int]:
+    """Take whole turns out of rotational coordinates that IK wound past +-180 deg.
+
+    IK solves frame after frame from the previous solution, so a coordinate can end a full turn
+    away from its anatomical value (the pelvis at -360 deg and the hip at +345 deg describe the
+    same pose as 0 and -15 deg). Such values break everything that reads angles as numbers (fitted
+    paths, networks, ranges). For each rotational coordinate of ``window`` (an IK .mot in degrees)
+    whose median lies beyond +-180 deg, the nearest multiple of 360 deg is removed from its column
+    in ``window`` and ``others`` (e.g. the padded motion), provided the model's pose at the
+    window's first frame is unchanged by the shift (a coordinate that also drives translations,
+    like a knee with coupled splines, is left as it is). Returns ``{coordinate: turns removed}``.
+    """
+    from musculo.opensim_tools.common import is_rotational
+
+    opensim = import_opensim()
+    table = opensim.Storage(str(window))
+    labels = [table.getColumnLabels().get(i) for i in range(table.getColumnLabels().getSize())][1:]
+    coords = model.getCoordinateSet()
+    state = model.initSystem()
+    first = table.getStateVector(0).getData()
+    rotational = {}
+    for j, name in enumerate(labels):
+        if coords.contains(name):
+            rotational[name] = is_rotational(model, name)
+            value = first.get(j)
+            coords.get(name).setValue(state, np.radians(value) if rotational[name] else value, False)
+    reference = _body_poses(model, state)
+    turns: dict[str, int] = {}
+    for j, name in enumerate(labels):
+        if not rotational.get(name):
+            continue
+        k = int(np.round(np.median(_column(table, j)) / 360.0))
+        if k == 0:
+            continue
+        coord = coords.get(name)
+        value = coord.getValue(state)
+        coord.setValue(state, value - 2 * np.pi * k, False)
+        same = np.allclose(_body_poses(model, state), reference, atol=1e-7)
+        coord.setValue(state, value, False)
+        if same:
+            turns[name] = k
+        else:
+            logger.warning("IK %s: %s lies %d turn(s) away but drives more than a rotation; left as "
+                           "it is", window.name, name, k)
+    if not turns:
+        return turns
+    for path in [window, *others]:
+        data = opensim.Storage(str(path))
+        names = [data.getColumnLabels().get(i) for i in range(data.getColumnLabels().getSize())][1:]
+        for name, k in turns.items():
+            j = names.index(name)
+            for i in range(data.getSize()):
+                row = data.getStateVector(i).getData()
+                row.set(j, row.get(j) - 360.0 * k)
+        data.printToFile(str(path), "w")
+    logger.warning("IK %s: whole turns taken out of %s (the same pose)", window.name, turns)
+    return turns
+
+
 def run_ik(
     *,
     model: PathLike,
@@ -380,6 +455,7 @@ def run_ik(
         n_expected = int(np.sum((times >= start - 1e-9) & (times <= end + 1e-9)))
         coords = [osim.getCoordinateSet().get(i).getName() for i in range(osim.getNumCoordinates())]
         check_table(tmp / "ik.mot", tool="ik", columns=coords, min_rows=n_expected)
+        turns = unwind_turns(osim, tmp / "ik.mot", [tmp / "ik_padded.mot"] if padded_out is not None else [])
         errors = check_table(
             tmp / "ik_ik_marker_errors.sto",
             tool="ik",
@@ -419,4 +495,5 @@ def run_ik(
         "marker_max": float(np.max(mx)),
         "flagged_frames": int(flagged.size),
         "flag_limit": flag_limit,
+        "turns_removed": turns,
     }
