@@ -260,7 +260,9 @@ def _body_poses(model: Any, state: Any) -> np.ndarray:
     return np.array(out)
 
 
-def unwind_turns(model: Any, window: Path, others: Sequence[Path] = ()) -> dict[str, int]:
+def unwind_turns(
+    model: Any, window: Path, others: Sequence[Path] = (), *, source: str | None = None
+) -> dict[str, int]:
     """Take whole turns out of rotational coordinates that IK wound past +-180 deg.
 
     IK solves frame after frame from the previous solution, so a coordinate can end a full turn
@@ -270,11 +272,13 @@ def unwind_turns(model: Any, window: Path, others: Sequence[Path] = ()) -> dict[
     whose median lies beyond +-180 deg, the nearest multiple of 360 deg is removed from its column
     in ``window`` and ``others`` (e.g. the padded motion), provided the model's pose at the
     window's first frame is unchanged by the shift (a coordinate that also drives translations,
-    like a knee with coupled splines, is left as it is). Returns ``{coordinate: turns removed}``.
+    like a knee with coupled splines, is left as it is). ``source`` names the trial in the log.
+    Returns ``{coordinate: turns removed}``.
     """
     from musculo.opensim_tools.common import is_rotational
 
     opensim = import_opensim()
+    source = source or window.name
     table = opensim.Storage(str(window))
     labels = [table.getColumnLabels().get(i) for i in range(table.getColumnLabels().getSize())][1:]
     coords = model.getCoordinateSet()
@@ -303,7 +307,7 @@ def unwind_turns(model: Any, window: Path, others: Sequence[Path] = ()) -> dict[
             turns[name] = k
         else:
             logger.warning("IK %s: %s lies %d turn(s) away but drives more than a rotation; left as "
-                           "it is", window.name, name, k)
+                           "it is", source, name, k)
     if not turns:
         return turns
     for path in [window, *others]:
@@ -315,7 +319,7 @@ def unwind_turns(model: Any, window: Path, others: Sequence[Path] = ()) -> dict[
                 row = data.getStateVector(i).getData()
                 row.set(j, row.get(j) - 360.0 * k)
         data.printToFile(str(path), "w")
-    logger.warning("IK %s: whole turns taken out of %s (the same pose)", window.name, turns)
+    logger.warning("IK %s: whole turns taken out of %s (the same pose)", source, turns)
     return turns
 
 
@@ -455,7 +459,8 @@ def run_ik(
         n_expected = int(np.sum((times >= start - 1e-9) & (times <= end + 1e-9)))
         coords = [osim.getCoordinateSet().get(i).getName() for i in range(osim.getNumCoordinates())]
         check_table(tmp / "ik.mot", tool="ik", columns=coords, min_rows=n_expected)
-        turns = unwind_turns(osim, tmp / "ik.mot", [tmp / "ik_padded.mot"] if padded_out is not None else [])
+        turns = unwind_turns(osim, tmp / "ik.mot", [tmp / "ik_padded.mot"] if padded_out is not None else [],
+                             source=trc.name)
         errors = check_table(
             tmp / "ik_ik_marker_errors.sto",
             tool="ik",
