@@ -282,6 +282,10 @@ def unwind_turns(
     table = opensim.Storage(str(window))
     labels = [table.getColumnLabels().get(i) for i in range(table.getColumnLabels().getSize())][1:]
     coords = model.getCoordinateSet()
+    wound = {name: k for j, name in enumerate(labels) if coords.contains(name)
+             and (k := int(np.round(np.median(_column(table, j)) / 360.0)))}
+    if not wound:
+        return {}
     state = model.initSystem()
     first = table.getStateVector(0).getData()
     rotational = {}
@@ -292,11 +296,8 @@ def unwind_turns(
             coords.get(name).setValue(state, np.radians(value) if rotational[name] else value, False)
     reference = _body_poses(model, state)
     turns: dict[str, int] = {}
-    for j, name in enumerate(labels):
-        if not rotational.get(name):
-            continue
-        k = int(np.round(np.median(_column(table, j)) / 360.0))
-        if k == 0:
+    for name, k in wound.items():
+        if not rotational[name]:
             continue
         coord = coords.get(name)
         value = coord.getValue(state)
