@@ -49,17 +49,8 @@ def load_trials(
               for d in trial_dirs]
     if muscle_set == "model" or not (subject.measured_muscles or subject.unmeasured):
         return trials
-    if muscle_set == "listed" and trials:
-        listed = set(subject.measured_muscles) | set(subject.unmeasured)
-        absent = sorted(listed - set(trials[0].muscles))
-        if absent:
-            raise InputDataError(
-                f"subject {subject.id}: muscles {absent} (emg.channels / unmeasured) are not in the "
-                f"scaled model; fix the muscle names in the subject file"
-            )
-        return [t.select([m for m in t.muscles if m in listed]) for t in trials]
     return select_muscles(trials, measured=subject.measured_muscles, unmeasured=subject.unmeasured,
-                          source=source or f"subject {subject.id}")
+                          source=source or f"subject {subject.id}", keep_failed=muscle_set == "listed")
 
 
 def usable_emg(trials: Sequence[TrialData]) -> bool:

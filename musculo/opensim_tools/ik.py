@@ -244,6 +244,11 @@ def _crop(source: Path, target: Path, start: float, end: float) -> None:
     table.printToFile(str(target), "w")
 
 
+def _labels(table: Any) -> list[str]:
+    """Data column labels (time excluded) of an OpenSim Storage."""
+    return [table.getColumnLabels().get(i) for i in range(table.getColumnLabels().getSize())][1:]
+
+
 def _column(table: Any, index: int) -> np.ndarray:
     """Data column ``index`` (0-based, time excluded) of an OpenSim Storage."""
     return np.array([table.getStateVector(i).getData().get(index) for i in range(table.getSize())])
@@ -280,7 +285,7 @@ def unwind_turns(
     opensim = import_opensim()
     source = source or window.name
     table = opensim.Storage(str(window))
-    labels = [table.getColumnLabels().get(i) for i in range(table.getColumnLabels().getSize())][1:]
+    labels = _labels(table)
     coords = model.getCoordinateSet()
     wound = {name: k for j, name in enumerate(labels) if coords.contains(name)
              and (k := int(np.round(np.median(_column(table, j)) / 360.0)))}
@@ -313,7 +318,7 @@ def unwind_turns(
         return turns
     for path in [window, *others]:
         data = opensim.Storage(str(path))
-        names = [data.getColumnLabels().get(i) for i in range(data.getColumnLabels().getSize())][1:]
+        names = _labels(data)
         for name, k in turns.items():
             j = names.index(name)
             for i in range(data.getSize()):

@@ -687,7 +687,7 @@ def run_polynomial_muscle_analysis(
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise OutputCheckError(f"muscle analysis (polynomial paths): non-finite values in {key}")
     if np.any(length <= 0):
-        raise OutputCheckError(_non_positive_message(osim, kin, names, length, coords_file))
+        raise OutputCheckError(_non_positive_message(model_path, kin, names, length, coords_file))
     seconds = _time.perf_counter() - t0
     out_npz, out_dir, out_setup = Path(output_npz), Path(sto_dir), Path(setup_out)
     with work_dir(out_npz) as tmp:
@@ -733,23 +733,22 @@ def run_polynomial_muscle_analysis(
 
 
 def _non_positive_message(
-    osim: Any, kin: dict[str, Any], names: Sequence[str], length: np.ndarray, coords_file: Path
+    model: Path, kin: dict[str, Any], names: Sequence[str], length: np.ndarray, coords_file: Path
 ) -> str:
     """Why fitted paths gave non-positive lengths: which muscles, when, and which coordinates of
     those frames lie outside the model's ranges (IK that left the anatomy, where no fit holds)."""
+    from musculo.opensim_tools.quality import coordinate_ranges
+
     bad_frames, bad_muscles = np.nonzero(length <= 0)
     muscles = sorted({names[m] for m in bad_muscles})
     times = kin["time"][bad_frames]
-    state = osim.initSystem()
     outside = []
-    for j, c in enumerate(kin["coordinates"]):
-        coord = osim.getCoordinateSet().get(c)
-        if coord.getLocked(state):
+    for c, (lo, hi, _) in coordinate_ranges(model).items():
+        if c not in kin["coordinates"]:
             continue
-        q = kin["q"][bad_frames, j]
-        if np.any((q < coord.getRangeMin() - 1e-6) | (q > coord.getRangeMax() + 1e-6)):
-            outside.append(f"{c} reaches {q.min():.3g}..{q.max():.3g} (range {coord.getRangeMin():.3g}.."
-                           f"{coord.getRangeMax():.3g})")
+        q = kin["q"][bad_frames, kin["coordinates"].index(c)]
+        if np.any((q < lo - 1e-6) | (q > hi + 1e-6)):
+            outside.append(f"{c} reaches {q.min():.3g}..{q.max():.3g} (range {lo:.3g}..{hi:.3g})")
     where = (f"; coordinates outside the model's ranges there: {'; '.join(outside)} (check the IK of "
              "this trial: its frames_outside_range rows in quality.tsv)") if outside else ""
     return (

@@ -336,14 +336,16 @@ def load_trial_dir(
 
 def model_muscles(
     trials: Sequence[TrialData], *, measured: Sequence[str], unmeasured: Sequence[str],
-    source: str = "subject file",
+    source: str = "subject file", keep_failed: bool = False,
 ) -> list[str]:
     """The modelled muscle set of a subject (CEINMS-style muscle selection), in model order.
 
     Holds the ``measured`` muscles (the EMG channel map) that have an excitation in every trial,
     plus the ``unmeasured`` muscles (to be estimated); every other model muscle is left out.
     A measured muscle without EMG in some trial (its channel failed quality) is left out with a
-    warning rather than estimated, so estimators extrapolate exactly the ``unmeasured`` list.
+    warning rather than estimated, so estimators extrapolate exactly the ``unmeasured`` list;
+    with ``keep_failed`` it stays in (not measured in those trials), so that subjects sharing a
+    channel map share one muscle set whatever their channel quality.
     Raises :class:`InputDataError` naming ``source`` when a listed muscle is not in the model or
     no muscle is left.
     """
@@ -357,7 +359,7 @@ def model_muscles(
             f"{source}: muscles {absent} (emg.channels / unmeasured) are not in the scaled model "
             f"(muscles: {names}); fix the muscle names in the subject file"
         )
-    with_emg = [m for m in measured if all(t.measured[t.muscles.index(m)] for t in trials)]
+    with_emg = [m for m in measured if keep_failed or all(t.measured[t.muscles.index(m)] for t in trials)]
     dropped = [m for m in dict.fromkeys(measured) if m not in with_emg]
     if dropped:
         logger.warning("%s: measured muscles %s have no usable EMG in every trial (channel quality); "
@@ -374,12 +376,12 @@ def model_muscles(
 
 def select_muscles(
     trials: Sequence[TrialData], *, measured: Sequence[str] | None = None,
-    unmeasured: Sequence[str] | None = None, source: str = "subject file",
+    unmeasured: Sequence[str] | None = None, source: str = "subject file", keep_failed: bool = False,
 ) -> list[TrialData]:
     """``trials`` restricted to :func:`model_muscles` (unchanged when both lists are None)."""
     if measured is None and unmeasured is None:
         return list(trials)
     keep = model_muscles(trials, measured=list(measured or []), unmeasured=list(unmeasured or []),
-                         source=source)
+                         source=source, keep_failed=keep_failed)
     logger.info("%s: modelling %d of %d muscles: %s", source, len(keep), len(trials[0].muscles), keep)
     return [t.select(keep) for t in trials]
