@@ -4,13 +4,14 @@ Usage:
     python benchmarks/fast_opensim.py                         # biomechzoo-HC002D, default settings
     python benchmarks/fast_opensim.py --subjects rajagopal-walk biomechzoo-HC002D
     python benchmarks/fast_opensim.py --cohort --cores 1 2    # + whole default demo cohort wall time
-    python benchmarks/fast_opensim.py --no-stages --cohort --until opensim --methods fast --cores 2 1
+    python benchmarks/fast_opensim.py --no-stages --cohort --until opensim --methods auto --cores 2 1
 
 Needs each subject's scaled model, IK, ID and import outputs under ``results/<s>/`` (run the
 workflow up to ``id`` first, e.g. ``snakemake --cores 2 results/<s>/<trial>/id.sto``). Settings
 come from config/config.yaml plus ``--overlay`` files (e.g. config/ci.yaml for 60-frame trials).
 
-Stage table: for each subject, the path fit (once per subject), then per dynamic trial muscle
+Stage table: for each subject, the path fit (once per subject), then per dynamic trial (over IK's
+window, from the padded IK solve, as the workflow runs them) muscle
 analysis with OpenSim's MuscleAnalysis and with the fitted polynomial paths, and static
 optimisation with OpenSim's StaticOptimization and batched. Every run is a whole child process
 (``python -m musculo.opensim_tools <tool>``: imports, model loading, the work, checks, atomic
@@ -23,9 +24,10 @@ the fast path with OpenSim's outputs of the same run: worst per-muscle (and coor
 lengths and moment arms (mm), worst per-muscle activation RMS difference.
 
 Cohort (``--cohort``): the demo cohort from scratch (``snakemake --keep-going``) in a temporary
-copy of the repository, for each ``--methods`` (fast: ``ma_method: polynomial, so_method:
-batched``; opensim: ``ma_method: opensim, so_method: opensim``) and each ``--cores``; wall time in
-minutes. ``--until opensim`` stops at every subject's quality table (the OpenSim stages).
+copy of the repository, for each ``--methods`` (auto: the default ``ma_method`` and ``so_method``
+``auto``, fitted paths where their check passes; fast: ``polynomial`` and ``batched`` forced;
+opensim: OpenSim's tools) and each ``--cores``; wall time in minutes. ``--until opensim`` stops
+at every subject's quality table (the OpenSim stages).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def on_times(times: np.ndarray, values: np.ndarray, target: np.ndarray) -> np.nd
 def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     """Time the fit, both muscle analyses and both static optimisations for every dynamic trial."""
     from musculo.io.tables import read_sto
-    from musculo.opensim_tools.stages import trial_window
+    from musculo.opensim_tools.common import table_span
     from musculo.subject import load_subject
 
     subject = load_subject(REPO / "subjects" / sid / "subject.yaml")
@@ -134,12 +136,12 @@ def subject_rows(sid: str, cfg: dict[str, Any], work: Path) -> list[dict[str, An
         }
     ]
     for trial, mot in zip(trials, mots, strict=True):
-        window = trial_window(subject=subject, trial=trial, default=os_cfg["time_range"])
+        # as the workflow runs them: the padded IK solve, over IK's window
+        padded = res / trial / "ik_padded.mot"
         common = {
             "model": model,
-            "coordinates_mot": mot,
-            "time_range": window,
-            "max_frames": os_cfg["max_frames"],
+            "coordinates_mot": str(padded) if padded.is_file() else mot,
+            "time_range": table_span(mot),
             "lowpass_hz": os_cfg["lowpass_hz"],
         }
         t_dir = out / trial
@@ -295,12 +297,10 @@ def cohort(methods: list[str], cores: list[int], overlays: list[str], until: str
                 dst = Path(tmp) / "repo"
                 ignore = shutil.ignore_patterns(".git", ".venv", "results", ".snakemake", "__pycache__")
                 shutil.copytree(REPO, dst, ignore=ignore, symlinks=True)
-                fast = method == "fast"
-                text = (
-                    f"opensim:\n  ma_method: {'polynomial' if fast else 'opensim'}\n"
-                    f"  so_method: {'batched' if fast else 'opensim'}\n"
+                ma, so = {"fast": ("polynomial", "batched"), "opensim": ("opensim", "opensim")}.get(
+                    method, ("auto", "auto")
                 )
-                (dst / "opensim_tools.yaml").write_text(text)
+                (dst / "opensim_tools.yaml").write_text(f"opensim:\n  ma_method: {ma}\n  so_method: {so}\n")
                 extra = ["opensim_tools.yaml"]
                 files = [*overlays, *extra]
                 cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", str(n), "--keep-going"]
@@ -334,9 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", nargs="+", default=["biomechzoo-HC002D"])
     parser.add_argument("--overlay", nargs="*", default=[], help="config overlays (e.g. config/ci.yaml)")
     parser.add_argument("--cohort", action="store_true", help="also time the whole demo cohort")
-    parser.add_argument("--methods", nargs="+", default=["fast", "opensim"], choices=["fast", "opensim"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["auto", "opensim"], choices=["auto", "fast", "opensim"],
+        help="cohort methods: auto (the default), fast (fitted paths forced), opensim (OpenSim's tools)",
+    )
     parser.add_argument("--cores", nargs="+", type=int, default=[2, 1])
     parser.add_argument("--no-stages", action="store_true", help="cohort only")
+    parser.add_argument("--keep", type=Path, help="keep every tool's outputs in this (new) folder")
     parser.add_argument(
         "--until", choices=["all", "opensim"], default="all",
         help="cohort targets: every output, or the OpenSim stages only (every subject's quality.tsv)",
@@ -346,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     if not ns.no_stages:
         rows: list[dict[str, Any]] = []
         with tempfile.TemporaryDirectory(prefix="musculo-fast-") as tmp:
+            work = ns.keep if ns.keep is not None else Path(tmp)
             for sid in ns.subjects:
-                rows += subject_rows(sid, cfg, Path(tmp))
+                rows += subject_rows(sid, cfg, work)
         print_table(rows)
     if ns.cohort:
         cohort(ns.methods, ns.cores, ns.overlay, ns.until)

@@ -207,3 +207,43 @@ def test_batched_so_matches_opensim_so(g10):
     )
     assert set(a) == set(b) and set(a["actuators"]) == set(b["actuators"])
     assert a["frames"] == b["frames"] == FRAMES
+
+
+def test_auto_methods_use_the_fit_only_when_its_check_passes(g10, tmp_path):
+    """opensim.ma_method / so_method ``auto``: the fitted paths where their own check against OpenSim
+    at the trials' frames is within opensim.path_fit.accept, OpenSim's tools otherwise."""
+    from musculo.errors import InputDataError
+    from musculo.opensim_tools.path_fit import fit_accepted, resolve_method
+
+    accept = {"length_mm": 1.0, "moment_arm_mm": 1.0, "outside_share": 0.05}
+    out, _, _ = g10
+    # the real fit on gait10dof18musc passes (its frame check: well under 1 mm)
+    ok, why = fit_accepted(out / "paths.json", **accept)
+    assert ok, why
+    chosen = resolve_method("auto", fast="batched", paths=out / "paths.json", accept=accept, stage="so")
+    assert chosen == "batched"
+
+    record = tmp_path / "paths.json"
+
+    def judged(length_m, arm_m, outside, method="auto"):
+        check = {
+            "frames": 90,
+            "worst_length": ["vasti_r", length_m],
+            "worst_moment_arm": ["gastroc_r/knee_angle_r", arm_m],
+            "frames_outside_ranges": outside,
+            "trial_frames": 100,
+        }
+        record.write_text(json.dumps({"frame_rmse": check}))
+        return resolve_method(method, fast="polynomial", paths=record, accept=accept, stage="ma")
+
+    assert judged(0.0009, 0.0009, 5) == "polynomial"
+    assert judged(0.0011, 0.0009, 0) == "opensim"  # a path length off by more than 1 mm RMS
+    assert judged(0.0009, 0.0015, 0) == "opensim"  # a moment arm off
+    assert judged(0.0009, 0.0009, 6) == "opensim"  # 6 % of the frames unchecked (outside the ranges)
+    assert "vasti_r" in fit_accepted(record, length_mm=0.5, moment_arm_mm=1.0, outside_share=0.05)[1]
+    # explicit methods are kept as they are, whatever the check says
+    assert judged(0.01, 0.01, 50, method="polynomial") == "polynomial"
+    assert resolve_method("opensim", fast="batched", paths=None, accept=accept, stage="so") == "opensim"
+    record.write_text("{}")
+    with pytest.raises(InputDataError, match="frame_rmse"):
+        fit_accepted(record, **accept)

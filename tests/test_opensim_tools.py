@@ -429,6 +429,45 @@ def test_ik_window_starts_before_first_foot_strike(dataset_file, tmp_path):
     assert first_strike(events, sides=["nope"]) is None
 
 
+def test_ik_window_ends_after_last_foot_off(dataset_file, tmp_path):
+    """opensim.off_lag: IK (and every stage after it) ends that long after the last foot off."""
+    events = tmp_path / "events.json"
+    events.write_text(
+        json.dumps({"right": {"strike": [0.9], "off": [1.0]}, "left": {"strike": [], "off": [1.05]}})
+    )
+    kwargs = {
+        "model": str(dataset_file(G10, "OutputReference/subject01.osim")),
+        "markers_trc": str(dataset_file(G10, "ExperimentalData/subject01_walk.trc")),
+        "task_set": str(dataset_file(G10, "IK/walk_Setup_IK.xml")),
+        "events": str(events),
+        "strike_lead": 0.1,
+    }
+    summary = run_isolated(
+        "ik",
+        **kwargs,
+        off_lag=0.1,
+        output_mot=str(tmp_path / "ik.mot"),
+        setup_out=str(tmp_path / "ik_setup.xml"),
+        errors_out=str(tmp_path / "ik_marker_errors.sto"),
+    )
+    ik = read_sto(tmp_path / "ik.mot")
+    assert len(ik) == summary["frames"]
+    assert ik.index[0] == pytest.approx(0.8, abs=1 / 60 + 1e-9)
+    assert ik.index[-1] == pytest.approx(1.15, abs=1 / 60 + 1e-9)
+    # events without a foot off leave the end at the trial's end (here cut by max_frames)
+    events.write_text(json.dumps({"right": {"strike": [0.9], "off": []}}))
+    run_isolated(
+        "ik",
+        **kwargs,
+        off_lag=0.1,
+        max_frames=30,
+        output_mot=str(tmp_path / "ik2.mot"),
+        setup_out=str(tmp_path / "ik2_setup.xml"),
+        errors_out=str(tmp_path / "ik2_marker_errors.sto"),
+    )
+    assert len(read_sto(tmp_path / "ik2.mot")) == 30
+
+
 def test_ik_coordinate_weights_pull_a_coordinate_to_its_default(dataset_file, tmp_path):
     """opensim.ik_coordinate_weights adds IK coordinate tasks towards the model's default value."""
     from musculo.errors import InputDataError

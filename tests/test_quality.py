@@ -28,3 +28,27 @@ def test_ik_frames_outside_the_model_ranges_are_flagged(dataset_file, tmp_path):
     knee = rows["frames_outside_range:knee_angle_r"]
     assert knee["trial"] == "walk" and knee["value"] == 0.3 and knee["verdict"] == "FAIL"
     assert "frames_outside_range:knee_angle_l" not in rows
+
+
+def test_path_fit_check_is_listed_and_a_miss_is_flagged_not_failed(tmp_path):
+    """quality.tsv lists the fitted paths' check against OpenSim with opensim.path_fit.accept."""
+    import json
+
+    from musculo.opensim_tools.quality import path_fit_rows
+
+    paths = tmp_path / "paths.json"
+    check = {
+        "frames": 95,
+        "worst_length": ["med_gas_r", 0.0004],
+        "worst_moment_arm": ["vas_lat_l/knee_angle_l", 0.0016],
+        "frames_outside_ranges": 5,
+        "trial_frames": 100,
+    }
+    paths.write_text(json.dumps({"frame_rmse": check}))
+    accept = {"length_mm": 1.0, "moment_arm_mm": 1.0, "outside_share": 0.05}
+    rows = {r["quantity"]: r for r in path_fit_rows("s", paths, accept)}
+    assert rows["length_rmse"]["verdict"] == "PASS" and rows["length_rmse"]["limit"] == 0.001
+    outside = rows["frames_outside_ranges"]
+    assert outside["value"] == 0.05 and outside["verdict"] == "PASS"
+    arm = rows["moment_arm_rmse"]
+    assert arm["verdict"] == "INFO" and "vas_lat_l/knee_angle_l" in arm["flag"] and "OpenSim" in arm["flag"]

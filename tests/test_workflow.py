@@ -63,7 +63,7 @@ def expected_counts(ids: list[str]) -> dict[str, int]:
     # subject's own `config:` overrides the workflow's, e.g. biomechzoo-HC031A's batched SO)
     base = load_config(REPO / "config" / "config.yaml")
     methods_of = [subject_config(base, s)["opensim"] for s in subjects]
-    fitted = [o for o in methods_of if o["ma_method"] == "polynomial" or o["so_method"] == "batched"]
+    fitted = [o for o in methods_of if o["ma_method"] != "opensim" or o["so_method"] != "opensim"]
     if fitted:
         counts["path_fit"] = len(fitted)
     twins = [s for s in subjects if s.is_twin]

@@ -12,6 +12,7 @@ import numpy as np
 
 from musculo import logger
 from musculo.errors import InputDataError
+from musculo.io.events import contact_window
 from musculo.opensim_tools.common import (
     MarkerNotInModelError,
     OpenSimToolError,
@@ -342,6 +343,7 @@ def run_ik(
     events: PathLike | None = None,
     strike_lead: float | None = None,
     strike_sides: Sequence[str] | None = None,
+    off_lag: float | None = None,
     marker_weights: Mapping[str, float] | None = None,
     coordinate_weights: Mapping[str, float] | None = None,
     default_weight: float = 1.0,
@@ -364,7 +366,10 @@ def run_ik(
     ``strike_lead`` (s), the window starts that long before the first foot strike, so a short
     window (``max_frames``) still holds ground contact; with ``strike_sides`` (the sides whose
     moments are tracked) the first strike of those feet, so that their stance is in the window,
-    else of either foot. The later stages follow IK's window.
+    else of either foot. With ``events`` and ``off_lag`` (s), the window ends that long after the
+    trial's last foot off (either foot), so the frames after the force-plate contacts, which no
+    analysis reads and where markers often leave the capture volume, are not solved. The later
+    stages follow IK's window.
 
     With ``padded_out`` and ``pad`` > 0 (s), IK goes on for up to ``pad`` seconds of the trial
     after the window (as far as the trial has frames with markers) and writes the whole solve to
@@ -394,14 +399,20 @@ def run_ik(
                     events,
                 )
         if strike is None:
-            logger.warning(
-                "IK %s: no foot strike in %s; the window starts at the trial start", trc.name, events
-            )
+            logger.info("IK %s: no foot strike in %s; the window starts at the trial start", trc.name, events)
         else:
             lo = max(float(times[0]), strike - float(strike_lead))
             if time_range is not None:
                 lo = max(lo, float(time_range[0]))
             hi = float(time_range[1]) if time_range is not None else float(times[-1])
+            time_range = [lo, hi] if lo < hi else time_range
+    if events is not None and off_lag is not None:
+        span = contact_window(events)
+        if span is None:
+            logger.info("IK %s: no foot off in %s; the window ends at the trial end", trc.name, events)
+        else:
+            lo, hi = (float(times[0]), float(times[-1])) if time_range is None else map(float, time_range)
+            hi = min(hi, span[1] + float(off_lag))
             time_range = [lo, hi] if lo < hi else time_range
     start, end = time_window(times, time_range=time_range, max_frames=max_frames, source=trc)
     present = sorted(trc_markers(trc, start=start, end=end))

@@ -39,6 +39,7 @@ from musculo.opensim_tools.common import (
     load_model,
     publish,
     require_file,
+    root_coordinates,
     route_opensim_log,
     table_times,
     time_window,
@@ -454,11 +455,14 @@ def fit_paths(
     # ``refine_tolerance`` are added to the fit. Poses outside the ranges (e.g. a knee
     # hyperextended by IK) can cross wrapping discontinuities no smooth path follows: they are fitted
     # too but only counted.
+    # (the joint to ground is left out: no muscle path depends on where the body is in the lab, and
+    # a walk in the other direction takes the heading beyond the model's +-90 deg range)
     slack = np.where(rot, np.deg2rad(1.0), 0.01)
-    in_range = np.all((visited >= lower - slack) & (visited <= upper + slack), axis=1)
+    roots = np.isin(free, root_coordinates(osim))
+    in_range = np.all((visited >= lower - slack) & (visited <= upper + slack) | roots, axis=1)
     outside = int((~in_range).sum())
     if outside:
-        worst = np.argmax(np.maximum(lower - visited, visited - upper).max(axis=0))
+        worst = np.argmax(np.where(roots, -np.inf, np.maximum(lower - visited, visited - upper).max(axis=0)))
         logger.warning(
             "path fit %s: %d of %d trial frames are outside the model's coordinate ranges (most: %s); "
             "the fitted paths are checked on the other frames only; check inverse kinematics",
@@ -518,6 +522,7 @@ def fit_paths(
         "worst_moment_arm": [f"{muscles[am]}/{free[ac]}", float(arm_rms[am, ac])],
         "largest_length_error": float(err.max()),
         "frames_outside_ranges": outside,
+        "trial_frames": int(len(visited)),
     }
     parsed = {
         name: {
@@ -588,6 +593,65 @@ def fit_paths(
         **fit_rmse,
         "frame_rmse": at_frames,
     }
+
+
+# ---------------------------------------------------------------- accepting a fit
+
+
+def fit_accepted(
+    paths: PathLike, *, length_mm: float, moment_arm_mm: float, outside_share: float
+) -> tuple[bool, str]:
+    """Whether fitted paths passed their own check against OpenSim, with the reason.
+
+    ``paths`` is :func:`fit_paths`'s JSON. The fit is accepted when, at the trials' own frames,
+    its worst per-muscle length RMS is at most ``length_mm``, its worst moment-arm RMS at most
+    ``moment_arm_mm`` (mm), and at most ``outside_share`` of the frames lie outside the model's
+    coordinate ranges (where the check cannot vouch for it). The ``auto`` muscle analysis and
+    static optimisation methods use the fitted paths only then, OpenSim's tools otherwise.
+    """
+    p = require_file(paths, what="fitted paths", field="paths")
+    try:
+        check = json.loads(p.read_text())["frame_rmse"]
+        name_l, worst_l = check["worst_length"]
+        name_a, worst_a = check["worst_moment_arm"]
+        share = check["frames_outside_ranges"] / max(int(check.get("trial_frames", check["frames"])), 1)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(f"{p}: no usable field 'frame_rmse' ({exc}); rerun the path_fit stage") from exc
+    misses = []
+    if 1e3 * worst_l > length_mm:
+        misses.append(f"length RMS {1e3 * worst_l:.2f} mm ({name_l}) > {length_mm:g} mm")
+    if 1e3 * worst_a > moment_arm_mm:
+        misses.append(f"moment-arm RMS {1e3 * worst_a:.2f} mm ({name_a}) > {moment_arm_mm:g} mm")
+    if share > outside_share:
+        misses.append(f"{100 * share:.0f} % of the frames outside the model's coordinate ranges")
+    if misses:
+        return False, "; ".join(misses)
+    return True, f"length RMS {1e3 * worst_l:.2f} mm, moment-arm RMS {1e3 * worst_a:.2f} mm at trial frames"
+
+
+def resolve_method(
+    method: str, *, fast: str, paths: PathLike | None, accept: dict[str, float], stage: str
+) -> str:
+    """The method a stage runs: ``method`` itself, or for ``auto`` ``fast`` if the fit is accepted.
+
+    ``accept`` holds :func:`fit_accepted`'s limits (``opensim.path_fit.accept``); the choice and
+    its reason are logged, so each job's log says which tool made its numbers.
+    """
+    if method != "auto":
+        return method
+    if paths is None:
+        raise InputDataError(f"{stage}: method 'auto' needs the subject's fitted paths (paths.json)")
+    ok, why = fit_accepted(paths, **accept)
+    if ok:
+        logger.info("%s: fitted paths accepted (%s): %s", stage, why, fast)
+        return fast
+    logger.warning(
+        "%s: fitted paths not accepted (%s): OpenSim's tool runs instead; widen "
+        "opensim.path_fit (frames, max_order) or check inverse kinematics",
+        stage,
+        why,
+    )
+    return "opensim"
 
 
 # ---------------------------------------------------------------- the muscle analysis stage

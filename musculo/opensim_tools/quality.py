@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,29 @@ def range_rows(
     return rows
 
 
+def path_fit_rows(subject: str, paths: PathLike, accept: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The fitted paths' check against OpenSim at the trials' frames, judged by ``accept``."""
+    check = _json(paths).get("frame_rmse", {})
+    if not check:
+        raise InputDataError(f"{paths}: field 'frame_rmse' is missing; rerun the path_fit stage")
+    share = check["frames_outside_ranges"] / max(int(check.get("trial_frames", check["frames"])), 1)
+    limits = {k: accept.get(k) for k in ("length_mm", "moment_arm_mm", "outside_share")}
+    rows = []
+    (length_at, length), (arm_at, arm) = check["worst_length"], check["worst_moment_arm"]
+    for quantity, (value, unit, limit, where) in {
+        "length_rmse": (length, "m", limits["length_mm"], length_at),
+        "moment_arm_rmse": (arm, "m", limits["moment_arm_mm"], arm_at),
+        "frames_outside_ranges": (share, "share", limits["outside_share"], ""),
+    }.items():
+        limit = None if limit is None else limit / (1e3 if unit == "m" else 1.0)
+        row = _row(subject, "", "path_fit", quantity, value, unit, limit)
+        if row["verdict"] in ("WARN", "FAIL"):
+            row["verdict"], row["flag"] = "INFO", "fitted paths not used: OpenSim's tools run (auto methods)"
+        row["flag"] = ";".join(f for f in (where, row["flag"]) if f)
+        rows.append(row)
+    return rows
+
+
 def _by_trial(paths: Sequence[PathLike]) -> dict[str, Path]:
     return {Path(p).parent.name: Path(p) for p in paths}
 
@@ -165,6 +188,8 @@ def write_quality_table(
     model: PathLike | None = None,
     ik_mots: Sequence[PathLike] = (),
     range_share_limit: float = 0.05,
+    paths: PathLike | None = None,
+    accept: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Collect one subject's quality numbers and their verdicts into a long TSV (one row per quantity).
 
@@ -178,7 +203,10 @@ def write_quality_table(
     ``ik_mots``, IK frames outside the model's coordinate ranges are judged against
     ``range_share_limit`` (:func:`range_rows`). With ``emg_normalisation``, an EMG channel's
     ``usable`` row follows :func:`musculo.emg.channel_usable` (a quiet channel whose MVC trial
-    passed is used), as the excitations do.
+    passed is used), as the excitations do. With ``paths`` (the subject's fitted muscle paths) and
+    ``accept`` (``opensim.path_fit.accept``), the fit's own check against OpenSim is listed with
+    those limits; a fit beyond them is not a data fault (the ``auto`` methods then run OpenSim's
+    tools), so it is flagged, not failed.
     """
     from musculo.io.tables import read_sto
 
@@ -224,6 +252,8 @@ def write_quality_table(
                              entry["max_abs"], unit, reserve_limit if reserve else None))
             rows.append(_row(subject, trial, "so", f"{entry.get('kind')}_rms:{entry['coordinate']}",
                              entry["rms"], unit))
+    if paths is not None:
+        rows += path_fit_rows(subject, paths, accept or {})
     from musculo.emg import channel_usable
 
     norm = _json(emg_normalisation) if emg_normalisation is not None else None

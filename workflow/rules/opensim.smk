@@ -58,6 +58,7 @@ rule ik:
         max_frames=scfg_param("opensim", "max_frames"),
         strike_lead=scfg_param("opensim", "strike_lead"),
         strike_sides=lambda w: subject(w.subject).tracked_sides,
+        off_lag=scfg_param("opensim", "off_lag"),
         marker_weights=scfg_param("opensim", "marker_weights"),
         coordinate_weights=scfg_param("opensim", "ik_coordinate_weights"),
         flag_limit=scfg_param("opensim", "ik_flag_limit"),
@@ -132,8 +133,8 @@ rule so:
         window=res("{subject}", "{trial}", "ik.mot"),
         loads=res("{subject}", "{trial}", "external_loads.xml"),
         grf=res("{subject}", "{trial}", "grf.mot"),
-        id=lambda w: res(w.subject, w.trial, "id.sto") if scfg(w.subject, "opensim")["so_method"] == "batched" else [],
-        paths=lambda w: res(w.subject, "model", "paths.json") if scfg(w.subject, "opensim")["so_method"] == "batched" else [],
+        id=lambda w: res(w.subject, w.trial, "id.sto") if scfg(w.subject, "opensim")["so_method"] != "opensim" else [],
+        paths=lambda w: res(w.subject, "model", "paths.json") if scfg(w.subject, "opensim")["so_method"] != "opensim" else [],
     output:
         activation=res("{subject}", "{trial}", "so_activation.sto"),
         force=res("{subject}", "{trial}", "so_force.sto"),
@@ -148,6 +149,7 @@ rule so:
         "opensim"
     params:
         method=scfg_param("opensim", "so_method"),
+        accept=lambda w: scfg(w.subject, "opensim")["path_fit"]["accept"],
         reserve_optimal_force=scfg_param("opensim", "reserve_optimal_force"),
         residual_optimal_force=scfg_param("opensim", "residual_optimal_force"),
         lowpass_hz=scfg_param("opensim", "lowpass_hz"),
@@ -163,7 +165,7 @@ rule muscle_analysis:
         model=res("{subject}", "model", "scaled.osim"),
         mot=res("{subject}", "{trial}", "ik_padded.mot"),
         window=res("{subject}", "{trial}", "ik.mot"),
-        paths=lambda w: res(w.subject, "model", "paths.json") if scfg(w.subject, "opensim")["ma_method"] == "polynomial" else [],
+        paths=lambda w: res(w.subject, "model", "paths.json") if scfg(w.subject, "opensim")["ma_method"] != "opensim" else [],
     output:
         npz=res("{subject}", "{trial}", "muscle_analysis.npz"),
         sto_dir=directory(res("{subject}", "{trial}", "muscle_analysis")),
@@ -177,6 +179,7 @@ rule muscle_analysis:
         "opensim"
     params:
         method=scfg_param("opensim", "ma_method"),
+        accept=lambda w: scfg(w.subject, "opensim")["path_fit"]["accept"],
         lowpass_hz=scfg_param("opensim", "lowpass_hz"),
         coordinates=lambda w: subject(w.subject).coordinates if scfg(w.subject, "opensim")["ma_coordinates"] == "tracked" else None,
     conda:
@@ -204,6 +207,11 @@ rule quality:
         emg_normalisation=lambda w: (
             res(w.subject, "emg_normalisation.json") if subject(w.subject).emg_channels else []
         ),
+        paths=lambda w: (
+            res(w.subject, "model", "paths.json")
+            if {scfg(w.subject, "opensim")["ma_method"], scfg(w.subject, "opensim")["so_method"]} != {"opensim"}
+            else []
+        ),
     output:
         tsv=res("{subject}", "quality.tsv"),
     log:
@@ -221,6 +229,7 @@ rule quality:
         residual_moment_pct_limit=scfg_param("opensim", "residual_moment_pct_limit"),
         reserve_limit=scfg_param("opensim", "reserve_limit"),
         range_share_limit=scfg_param("opensim", "ik_range_share_limit"),
+        accept=lambda w: scfg(w.subject, "opensim")["path_fit"]["accept"],
     conda:
         "../envs/musculo.yaml"
     script:

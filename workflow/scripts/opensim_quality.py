@@ -16,6 +16,7 @@ with job_logging(snakemake.log[0]):
         emg_normalisation=snakemake.input.emg_normalisation or None,
         model=snakemake.input.model,
         ik_mots=list(snakemake.input.ik_mots),
+        paths=snakemake.input.paths or None,
         output_tsv=snakemake.output.tsv,
         **snakemake.params,
     )
