@@ -598,6 +598,22 @@ def fit_paths(
 # ---------------------------------------------------------------- accepting a fit
 
 
+def fit_check(paths: PathLike) -> dict[str, Any]:
+    """The fit's own check against OpenSim, read from :func:`fit_paths`'s JSON.
+
+    ``{"length": (muscle, RMS m), "moment_arm": ("muscle/coordinate", RMS m), "outside_share":
+    share of the trials' frames outside the model's coordinate ranges}``.
+    """
+    p = require_file(paths, what="fitted paths", field="paths")
+    try:
+        check = json.loads(p.read_text())["frame_rmse"]
+        length, arm = tuple(check["worst_length"]), tuple(check["worst_moment_arm"])
+        share = check["frames_outside_ranges"] / max(int(check.get("trial_frames", check["frames"])), 1)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(f"{p}: no usable field 'frame_rmse' ({exc}); rerun the path_fit stage") from exc
+    return {"length": length, "moment_arm": arm, "outside_share": share}
+
+
 def fit_accepted(
     paths: PathLike, *, length_mm: float, moment_arm_mm: float, outside_share: float
 ) -> tuple[bool, str]:
@@ -609,14 +625,8 @@ def fit_accepted(
     coordinate ranges (where the check cannot vouch for it). The ``auto`` muscle analysis and
     static optimisation methods use the fitted paths only then, OpenSim's tools otherwise.
     """
-    p = require_file(paths, what="fitted paths", field="paths")
-    try:
-        check = json.loads(p.read_text())["frame_rmse"]
-        name_l, worst_l = check["worst_length"]
-        name_a, worst_a = check["worst_moment_arm"]
-        share = check["frames_outside_ranges"] / max(int(check.get("trial_frames", check["frames"])), 1)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputDataError(f"{p}: no usable field 'frame_rmse' ({exc}); rerun the path_fit stage") from exc
+    check = fit_check(paths)
+    (name_l, worst_l), (name_a, worst_a), share = check["length"], check["moment_arm"], check["outside_share"]
     misses = []
     if 1e3 * worst_l > length_mm:
         misses.append(f"length RMS {1e3 * worst_l:.2f} mm ({name_l}) > {length_mm:g} mm")

@@ -108,17 +108,16 @@ def range_rows(
 
 def path_fit_rows(subject: str, paths: PathLike, accept: Mapping[str, float]) -> list[dict[str, Any]]:
     """The fitted paths' check against OpenSim at the trials' frames, judged by ``accept``."""
-    check = _json(paths).get("frame_rmse", {})
-    if not check:
-        raise InputDataError(f"{paths}: field 'frame_rmse' is missing; rerun the path_fit stage")
-    share = check["frames_outside_ranges"] / max(int(check.get("trial_frames", check["frames"])), 1)
+    from musculo.opensim_tools.path_fit import fit_check
+
+    check = fit_check(paths)
     limits = {k: accept.get(k) for k in ("length_mm", "moment_arm_mm", "outside_share")}
     rows = []
-    (length_at, length), (arm_at, arm) = check["worst_length"], check["worst_moment_arm"]
+    (length_at, length), (arm_at, arm) = check["length"], check["moment_arm"]
     for quantity, (value, unit, limit, where) in {
         "length_rmse": (length, "m", limits["length_mm"], length_at),
         "moment_arm_rmse": (arm, "m", limits["moment_arm_mm"], arm_at),
-        "frames_outside_ranges": (share, "share", limits["outside_share"], ""),
+        "frames_outside_ranges": (check["outside_share"], "share", limits["outside_share"], ""),
     }.items():
         limit = None if limit is None else limit / (1e3 if unit == "m" else 1.0)
         row = _row(subject, "", "path_fit", quantity, value, unit, limit)
