@@ -359,3 +359,128 @@ def test_truth_evaluation_on_synthetic_predictions(twin_dir, tmp_path):
     assert value("opensim", "coordinate", "knee_angle_r", "rmse_truth") == pytest.approx(1.0, rel=1e-3)
     assert set(table.metric) == {"r_truth", "rmse_truth"}
     assert set(table.method) == {"mse", "nmm", "opensim"}  # no SO file: skipped
+
+
+# --- walking twins: a recorded walk replayed on the twin's body -------------------------------
+
+
+@pytest.fixture(scope="module")
+def walk_template():
+    """The registered gait10dof18musc treadmill walk (dataset mirror or download; fails without)."""
+    from musculo.datasets import dataset_path, mirror_dirs
+    from musculo.io.tables import read_sto
+
+    name = "gait10dof18musc-subject01"
+    src = movement.WALK_TEMPLATES[name]
+    get = lambda f: dataset_path(name, f, download=not mirror_dirs())  # noqa: E731
+    return movement.walk_template(coordinates=read_sto(get(src.coordinates)), grf=read_sto(get(src.grf)),
+                                  vertical_columns=src.vertical_columns, source=name)
+
+
+def test_walk_is_dynamically_consistent_with_the_feet_planted(model, tmp_path, walk_template):
+    """A replayed stride: feet do not slide, ground reactions leave no pelvis residuals, the centre
+    of pressure stays near its sole, and the forward force brakes then propels, as in real gait."""
+    from musculo.twin.generate import cop_off_sole
+
+    mov = movement.walk(model=model, rate=100.0, template=walk_template, start=0.55, duration=1.0)
+    grf = dynamics.ground_reactions(model=model, movement=mov)
+    weight = generic_mass() * 9.80665
+    total = grf.force["r"] + grf.force["l"]
+    speed = (mov.q[-1, 1] - mov.q[0, 1]) / mov.time[-1]
+    assert 0.8 < speed < 1.3  # m/s, the recording's treadmill speed
+    assert np.mean(total[:, 1]) == pytest.approx(weight, rel=0.1)
+    # the right foot's single stance: its contact point does not slide
+    kin = movement._Kinematics(model)
+    single = np.flatnonzero(mov.load_share_right > 0.999)
+    assert len(single) > 20
+    points = []
+    for i in single:
+        kin.set(mov.q[i])
+        w = mov.cop_fraction[i, 0]
+        point = "heel" if w < 0.3 else "toe" if w > 0.7 else None
+        points.append(kin.foot("r", point) if point else np.full(2, np.nan))
+    points = np.array(points)
+    heel = points[mov.cop_fraction[single, 0] < 0.3]
+    toe = points[mov.cop_fraction[single, 0] > 0.7]
+    assert np.ptp(heel[:, 0]) < 0.01 and np.ptp(toe[:, 0]) < 0.01
+    # braking early in the right stance, propulsion late in it
+    stance = np.flatnonzero(grf.force["r"][:, 1] > 50.0)
+    early, late = stance[: len(stance) // 4], stance[-len(stance) // 4:]
+    assert grf.force["r"][early, 0].mean() < -20.0 and grf.force["r"][late, 0].mean() > 20.0
+    off = cop_off_sole(model=model, mov=mov, grf=grf)
+    assert off["cop_behind_heel_max"] < 0.02 and off["cop_beyond_toe_max"] < 0.1
+    # the parametric gait (constant pelvis speed) puts the centre of pressure far off the foot
+    gait = movement.crop(movement.gait(model=model, rate=100.0, cycle_time=1.1), start=1.2, stop=2.1)
+    gait_grf = dynamics.ground_reactions(model=model, movement=gait)
+    assert max(cop_off_sole(model=model, mov=gait, grf=gait_grf).values()) > 0.1
+    # and the generator's check: ID of the motion with these reactions leaves tiny pelvis residuals
+    model_file = write_model(model=model, path=tmp_path / "model.osim")
+    loads = dynamics.write_external_loads(grf=grf, folder=tmp_path)
+    coords = dynamics.write_coordinates(time=mov.time, q=mov.q, path=tmp_path / "q.sto")
+    table = dynamics.inverse_dynamics(model_file=model_file, coordinates=coords, external_loads=loads,
+                                      folder=tmp_path)
+    res = dynamics.pelvis_residuals(table)
+    assert res["pelvis_tx_force_rms"] < 0.01 * weight and res["pelvis_ty_force_rms"] < 0.01 * weight
+    assert res["pelvis_tilt_moment_rms"] < 0.01 * weight * 1.8
+
+
+def test_walk_settings_mirror_scale_and_refuse_a_span_beyond_the_recording(model, walk_template):
+    base = movement.walk(model=model, rate=100.0, template=walk_template, start=0.55, duration=0.8)
+    mirrored = movement.walk(model=model, rate=100.0, template=walk_template, start=0.55, duration=0.8,
+                             mirror=True)
+    np.testing.assert_allclose(mirrored.load_share_right, 1.0 - base.load_share_right, atol=1e-9)
+    faster = movement.walk(model=model, rate=100.0, template=walk_template, start=0.55, duration=0.8,
+                           cadence=1.2)
+    assert (faster.q[-1, 1] - faster.q[0, 1]) > 1.1 * (base.q[-1, 1] - base.q[0, 1])
+    wider = movement.walk(model=model, rate=100.0, template=walk_template, start=0.55, duration=0.8,
+                          amplitude=1.2)
+    assert np.ptp(wider.q[:, 4]) > 1.1 * np.ptp(base.q[:, 4])
+    with pytest.raises(movement.MovementError, match="spans 0.000-2.500 s"):
+        movement.walk(model=model, rate=100.0, template=walk_template, start=2.0, duration=1.0)
+
+
+_WALK_YAML = """
+id: twin-walktest
+mass: 70.0
+height: 1.75
+model: model.osim
+marker_set: markerset.xml
+lab_frame: {up: +Z, forward: +X}
+trials:
+  - {name: static, role: static, file: static.c3d}
+  - {name: walk1, role: dynamic, file: walk1.c3d}
+force_plates: auto
+foot_markers:
+  right: [RHEE, RTOE, RANK]
+  left: [LHEE, LTOE, LANK]
+twin:
+  seed: 9
+  trials:
+    static: {movement: static, duration: 0.3}
+    walk1: {movement: walk, start: 0.55, duration: 1.0}
+"""
+
+
+def test_walking_twin_has_a_plate_per_footfall(tmp_path, walk_template):
+    """A walking twin's trial: one force plate per footfall, each loaded only during its footfall,
+    which the import assigns to the right foot by the foot markers."""
+    folder = tmp_path / "twin-walktest"
+    summary = _generate(folder, text=_WALK_YAML)
+    assert summary["trials"]["walk1"]["residuals"]["cop_beyond_toe_max"] < 0.1
+    c3d = ezc3d.c3d(str(folder / "walk1.c3d"), extract_forceplat_data=True)
+    plates = c3d["data"]["platform"]
+    assert len(plates) >= 3  # left off, right stance, left strike
+    loaded = [np.flatnonzero(p["force"][2] > 20.0) for p in plates]
+    assert all(len(idx) > 0 for idx in loaded)
+    for a, b in zip(loaded, loaded[1:], strict=False):
+        assert a[0] <= b[0]  # in the order the feet land
+    from musculo.subject import fetch_inputs
+    from musculo.trial_import import import_trial
+
+    inputs = tmp_path / "inputs.json"
+    fetch_inputs(subject_file=folder / "subject.yaml", output_json=inputs)
+    summary = import_trial(subject_file=folder / "subject.yaml", inputs_json=inputs, trial="walk1",
+                           out_dir=tmp_path / "imported")
+    events = summary["events"]
+    assert len(events["right"]["strike"]) == 1 and len(events["right"]["off"]) == 1
+    assert events["left"]["strike"] and events["left"]["off"]

@@ -128,6 +128,32 @@ def path_fit_rows(subject: str, paths: PathLike, accept: Mapping[str, float]) ->
     return rows
 
 
+def twin_rows(
+    subject: str, truth: PathLike, *, force_pct_limit: float = 1.0, moment_pct_limit: float = 1.0
+) -> list[dict[str, Any]]:
+    """A digital twin's own consistency check per trial (``truth.npz``): inverse dynamics of the
+    true motion with the generated ground reactions on the true model, pelvis residual RMS in %
+    of body weight (forces) and of body weight x height (moment), judged against the limits; and
+    how far the centre of pressure strays off the sole of its foot (information)."""
+    data = np.load(truth)
+    params = json.loads(str(data["parameters"]))
+    weight = float(params["mass"]) * 9.80665
+    height = float(params["height"])
+    rows = []
+    for trial in (str(t) for t in data["trials"]):
+        res = json.loads(str(data[f"{trial}/residuals"]))
+        for coord in ("pelvis_tx", "pelvis_ty"):
+            rows.append(_row(subject, trial, "twin", f"generator_rms_pct_bw:{coord}",
+                             100.0 * res[f"{coord}_force_rms"] / weight, "%BW", force_pct_limit))
+        moment = 100.0 * res["pelvis_tilt_moment_rms"] / (weight * height)
+        rows.append(_row(subject, trial, "twin", "generator_rms_pct_bw_height:pelvis_tilt", moment, "%BWxH",
+                         moment_pct_limit))
+        for key in ("cop_behind_heel_max", "cop_beyond_toe_max"):
+            if key in res:
+                rows.append(_row(subject, trial, "twin", key, res[key], "m"))
+    return rows
+
+
 def _by_trial(paths: Sequence[PathLike]) -> dict[str, Path]:
     return {Path(p).parent.name: Path(p) for p in paths}
 
@@ -189,6 +215,8 @@ def write_quality_table(
     range_share_limit: float = 0.05,
     paths: PathLike | None = None,
     accept: Mapping[str, float] | None = None,
+    twin_truth: PathLike | None = None,
+    twin_residual_pct_limit: float = 1.0,
 ) -> pd.DataFrame:
     """Collect one subject's quality numbers and their verdicts into a long TSV (one row per quantity).
 
@@ -205,7 +233,8 @@ def write_quality_table(
     passed is used), as the excitations do. With ``paths`` (the subject's fitted muscle paths) and
     ``accept`` (``opensim.path_fit.accept``), the fit's own check against OpenSim is listed with
     those limits; a fit beyond them is not a data fault (the ``auto`` methods then run OpenSim's
-    tools), so it is flagged, not failed.
+    tools), so it is flagged, not failed. With ``twin_truth`` (a digital twin's ``truth.npz``), the
+    generator's own residuals are judged against ``twin_residual_pct_limit`` (:func:`twin_rows`).
     """
     from musculo.io.tables import read_sto
 
@@ -253,6 +282,9 @@ def write_quality_table(
                              entry["rms"], unit))
     if paths is not None:
         rows += path_fit_rows(subject, paths, accept or {})
+    if twin_truth is not None:
+        rows += twin_rows(subject, twin_truth, force_pct_limit=twin_residual_pct_limit,
+                          moment_pct_limit=twin_residual_pct_limit)
     from musculo.emg import channel_usable
 
     norm = _json(emg_normalisation) if emg_normalisation is not None else None

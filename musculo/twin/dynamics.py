@@ -3,7 +3,10 @@
 Ground reaction forces are the external loads that make the movement dynamically consistent: the
 generalized forces inverse dynamics asks of the planar pelvis joint (no external loads applied) are
 the net force and moment the ground must supply. They are split between the feet by the movement's
-load share, and the centres of pressure are placed along the feet so that the moment balances.
+load share (a replayed walk also brings its recorded forward force on each foot, braking on the
+leading foot and propulsion on the trailing one, and only the rest is split by load share), and
+each centre of pressure moves off its nominal point along its foot, in proportion to the foot's
+load share, so that the moment balances.
 Muscle excitations come from OpenSim Moco's MocoInverse on the true model with DeGroote-Fregly
 muscles and compliant tendons (implicit tendon dynamics).
 """
@@ -115,12 +118,19 @@ def ground_reactions(*, model: Any, movement: Movement) -> GroundReactions:
             t = foot.findStationLocationInGround(state, toe).get(0)
             base[i, k] = h + movement.cop_fraction[i, k] * (t - h)
     share = np.column_stack([movement.load_share_right, 1.0 - movement.load_share_right])
-    shift = (moment_origin - np.sum(base * share * fy[:, None], axis=1)) / fy
+    if movement.horizontal is None:
+        fx_feet = share * fx[:, None]
+    else:  # the recording's pattern, plus the rest of the required force by load share
+        fx_feet = movement.horizontal + share * (fx - movement.horizontal.sum(axis=1))[:, None]
+    # each centre of pressure moves off its nominal point by a shift proportional to its load share
+    # (all of it in single support), so that the moments about the origin balance
+    moment_base = np.sum(base * share * fy[:, None], axis=1)
+    delta = (moment_origin - moment_base) / (fy * np.maximum(np.sum(share**2, axis=1), 1e-9))
     force, cop, torque = {}, {}, {}
     for k, side in enumerate(SIDES):
-        force[side] = np.column_stack([share[:, k] * fx, share[:, k] * fy, np.zeros(n)])
+        force[side] = np.column_stack([fx_feet[:, k], share[:, k] * fy, np.zeros(n)])
         z = model.getBodySet().get(f"calcn_{side}").getMassCenter().get(2)
-        cop[side] = np.column_stack([base[:, k] + shift, np.zeros(n), np.full(n, z)])
+        cop[side] = np.column_stack([base[:, k] + delta * share[:, k], np.zeros(n), np.full(n, z)])
         torque[side] = np.zeros((n, 3))
     return GroundReactions(time=movement.time.copy(), force=force, cop=cop, torque=torque)
 

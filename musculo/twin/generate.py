@@ -370,6 +370,89 @@ def _true_muscles(
     return excitation, activation, force, {"solver": "so"}
 
 
+DEFAULT_WALK_TEMPLATE = "gait10dof18musc-subject01"
+"""The recorded walk that ``walk`` trials replay unless their settings name another ``template``."""
+
+SOLE_LENGTH = 0.25
+"""m, heel to toe tip of the twin's foot (the toe point of :data:`FOOT_CONTACT_POINTS` is the
+metatarsal head at 0.19 m); the centre-of-pressure check measures against it."""
+
+
+def _walk_template(
+    name: str, *, mirrors: Sequence[str | os.PathLike[str]] | None, subject: Path, trial: str
+) -> movement.WalkTemplate:
+    """The registered recorded walk ``name`` (see :data:`musculo.twin.movement.WALK_TEMPLATES`)."""
+    from musculo.datasets import dataset_path
+
+    if name not in movement.WALK_TEMPLATES:
+        raise TwinGenerationError(
+            f"{subject}: twin.trials.{trial}.template {name!r} is not a registered walk; known: "
+            f"{sorted(movement.WALK_TEMPLATES)}"
+        )
+    src = movement.WALK_TEMPLATES[name]
+    coords = dataset_path(name, src.coordinates, mirrors=list(mirrors or []))
+    grf = dataset_path(name, src.grf, mirrors=list(mirrors or []))
+    return movement.walk_template(coordinates=read_sto(coords), grf=read_sto(grf),
+                                  vertical_columns=src.vertical_columns, knee_sign=src.knee_sign,
+                                  source=f"{name}/{src.coordinates}")
+
+
+def _contacts(force_y: np.ndarray, threshold: float = 1.0) -> list[tuple[int, int]]:
+    """[a, b) spans where a foot's vertical force exceeds ``threshold`` N."""
+    edges = np.flatnonzero(np.diff(np.r_[0, (force_y > threshold).astype(int), 0]))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _plate_spans(
+    grf: dynamics.GroundReactions,
+) -> list[tuple[str, tuple[int, int], tuple[float, float]]]:
+    """Force plates of a trial: (side, [a, b) frames it carries, size mm).
+
+    A foot that stays down the whole trial (standing, squats) gets one 600 x 160 mm plate; a foot
+    that steps gets one 450 x 300 mm plate per contact, as on a walkway of plates where each
+    footfall lands on a plate of its own.
+    """
+    n = len(grf.time)
+    out = []
+    for s in dynamics.SIDES:
+        spans = _contacts(grf.force[s][:, 1])
+        if spans == [(0, n)] or not spans:
+            out.append((s, (0, n), (600.0, 160.0)))
+            continue
+        out += [(s, span, (450.0, 300.0)) for span in spans]
+    return sorted(out, key=lambda item: (item[1][0], item[0] != "r"))
+
+
+def cop_off_sole(
+    *, model: Any, mov: movement.Movement, grf: dynamics.GroundReactions, min_force: float = 100.0
+) -> dict[str, float]:
+    """How far the centre of pressure strays off the sole of its foot, m: ``cop_behind_heel_max``
+    and ``cop_beyond_toe_max`` over the frames where a foot carries more than ``min_force`` N and
+    more than half the body's load (behind the heel point, beyond the toe tip at
+    :data:`SOLE_LENGTH`)."""
+    import opensim as osim
+
+    state = model.initSystem()
+    cs = model.getCoordinateSet()
+    behind, beyond = 0.0, 0.0
+    total = sum(grf.force[s][:, 1] for s in dynamics.SIDES)
+    for i in range(len(grf.time)):
+        feet = [s for s in dynamics.SIDES if grf.force[s][i, 1] > max(min_force, 0.5 * total[i])]
+        if not feet:
+            continue
+        for j, name in enumerate(COORDINATES):
+            cs.get(name).setValue(state, float(mov.q[i, j]), False)
+        model.realizePosition(state)
+        for s in feet:
+            foot = model.getBodySet().get(f"calcn_{s}")
+            heel = foot.findStationLocationInGround(state, osim.Vec3(0.0, 0.0, 0.0)).get(0)
+            tip = foot.findStationLocationInGround(state, osim.Vec3(SOLE_LENGTH, 0.0, 0.0)).get(0)
+            cop = float(grf.cop[s][i, 0])
+            lo, hi = min(heel, tip), max(heel, tip)
+            behind, beyond = max(behind, lo - cop), max(beyond, cop - hi)
+    return {"cop_behind_heel_max": float(behind), "cop_beyond_toe_max": float(beyond)}
+
+
 def generate_twin(
     *,
     subject: str | os.PathLike[str],
@@ -384,6 +467,7 @@ def generate_twin(
     truth: Mapping[str, Any] | None = None,
     max_residual_fraction: float = 0.01,
     first_frame: int = 1,
+    mirrors: Sequence[str | os.PathLike[str]] | None = None,
 ) -> dict[str, Any]:
     """Generate every file of a twin subject (see the module docstring); return a summary.
 
@@ -404,11 +488,14 @@ def generate_twin(
             optimization on the true model, the pipeline's own SO tool, so the truth favours SO) or
             ``moco`` (MocoInverse with compliant tendons, activation dynamics and an
             excitation-effort cost, see :func:`musculo.twin.dynamics.solve_excitations`, with
-            ``mesh_interval``, ``reserve_strength`` and ``reserve_weight``).
+            ``mesh_interval``, ``reserve_strength`` and ``reserve_weight``). A twin's own
+            ``twin.truth`` block in its subject file overrides these keys.
         max_residual_fraction: the generator's own check: inverse dynamics of the true motion with
             the generated ground reactions on the true model must leave pelvis residual force RMS
             below this fraction of body weight, or :class:`TwinGenerationError` is raised.
         first_frame: C3D first frame (the trial's time starts at ``first_frame / marker_rate``).
+        mirrors: local dataset mirror folders (config ``data.mirror``) for the recorded walks that
+            ``walk`` trials replay (``template``: a dataset of :data:`musculo.twin.movement.WALK_TEMPLATES`).
     """
     from musculo.log import opensim_log_to
 
@@ -434,7 +521,7 @@ def generate_twin(
             f"{sub.path}: twin.trials has no settings for trial(s) {missing}; add "
             "'<name>: {movement: ..., ...}' for each"
         )
-    truth_cfg = {**DEFAULT_TRUTH, **(truth or {})}
+    truth_cfg = {**DEFAULT_TRUTH, **(truth or {}), **dict(twin.get("truth") or {})}  # the twin's own first
     if truth_cfg["solver"] not in ("moco", "so"):
         raise TwinGenerationError(f"twin.truth.solver {truth_cfg['solver']!r}: expected 'moco' or 'so'")
     rng = np.random.default_rng(seed)
@@ -472,12 +559,16 @@ def generate_twin(
             kind = settings.pop("movement", "static" if trial.role == "static" else None)
             if kind is None:
                 raise TwinGenerationError(f"{sub.path}: twin.trials.{trial.name}.movement is missing")
+            template = None
+            if kind == "walk":
+                template = _walk_template(str(settings.pop("template", DEFAULT_WALK_TEMPLATE)),
+                                          mirrors=mirrors, subject=sub.path, trial=trial.name)
             mov = movement.make_movement(movement=kind, model=true_model, rate=marker_rate,
-                                         settings=settings)
+                                         settings=settings, template=template)
             n = len(mov.time)
             time = (first_frame + np.arange(n)) / marker_rate
             mov = movement.Movement(time=time, q=mov.q, load_share_right=mov.load_share_right,
-                                    cop_fraction=mov.cop_fraction)
+                                    cop_fraction=mov.cop_fraction, horizontal=mov.horizontal)
             grf = dynamics.ground_reactions(model=true_model, movement=mov)
             foot_z = _foot_z(true_model, mov.q[0])
             for s in dynamics.SIDES:
@@ -489,15 +580,16 @@ def generate_twin(
             # force plates: plate 1 under the right foot, plate 2 under the left
             analog_time = first_frame / marker_rate + np.arange(n * int(round(ratio))) / analog_rate
             plates, plate_analog = [], []
-            for s in dynamics.SIDES:
-                heel_x = float(np.mean(grf.cop[s][:, 0]))
+            for s, (a, b), size in _plate_spans(grf):
+                loaded = np.zeros(n, dtype=bool)
+                loaded[a:b] = True
+                heel_x = float(np.mean(grf.cop[s][a:b, 0]))
                 center_lab = np.array([heel_x, 0.0, foot_z[s]]) @ rot * 1000.0
-                plate = ForcePlate(center=(float(center_lab[0]), float(center_lab[1])),
-                                   size=(600.0, 160.0))
+                plate = ForcePlate(center=(float(center_lab[0]), float(center_lab[1])), size=size)
                 # plates report the reaction on the body (as ezc3d reads lab files: up in stance)
-                force_lab = _resample(time, grf.force[s] @ rot, analog_time)
+                force_lab = _resample(time, grf.force[s] * loaded[:, None] @ rot, analog_time)
                 cop_lab = _resample(time, grf.cop[s] @ rot * 1000.0, analog_time)
-                free = _resample(time, (grf.torque[s] @ rot)[:, 2] * 1000.0, analog_time)
+                free = _resample(time, (grf.torque[s] * loaded[:, None] @ rot)[:, 2] * 1000.0, analog_time)
                 plates.append(plate)
                 plate_analog.append(plate.analog(force=force_lab, cop=cop_lab, free_moment=free))
             emg_volts = np.zeros((len(analog_time), len(sub.emg_channels)))
@@ -511,6 +603,7 @@ def generate_twin(
                     model_file=true_file, coordinates=coords, external_loads=loads, folder=folder
                 )
                 residuals = dynamics.pelvis_residuals(id_table)
+                residuals.update(cop_off_sole(model=true_model, mov=mov, grf=grf))
                 worst = max(residuals["pelvis_tx_force_rms"], residuals["pelvis_ty_force_rms"])
                 logger.info("twin %s %s: pelvis residuals %s", sub.id, trial.name,
                             {k: round(v, 4) for k, v in residuals.items()})

@@ -1,9 +1,17 @@
-"""Parametric movements of the planar twin model: standing, gait, squat and sit-to-stand.
+"""Movements of the planar twin model: standing, gait, walk, squat and sit-to-stand.
 
 Every movement returns coordinate values on a uniform time grid, in radians and metres, with the
-pelvis translations placed so that the stance feet stay on the ground (gait) or fixed in place
+pelvis translations placed so that the stance feet stay on the ground (gait, walk) or fixed in place
 (standing, squat, sit-to-stand; their ankle angle keeps the centre of mass over the mid-foot).
 Foot contact phases are returned with them so that ground reaction forces can be distributed.
+
+``walk`` replays a recorded human walk (:class:`WalkTemplate`, e.g. the treadmill walk of OpenSim's
+gait10dof18musc example subject) on the twin's own body: joint angles from the recording (time-scaled,
+amplitude-scaled, optionally mirrored left for right), the pelvis moved so that the loaded foot's
+rolling contact point stays in place, and the recorded vertical ground reactions for the load
+transfer between the feet. Unlike the parametric ``gait``, whose constant pelvis speed put the
+centre of pressure up to 0.25 m off the foot, a real walk's joint angles carry the body's own
+balance, so the centre of pressure that the dynamics require stays under the stance foot.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.interpolate import CubicSpline
 from scipy.optimize import brentq
 
@@ -19,7 +28,7 @@ from musculo.errors import MusculoError
 from musculo.signals import lowpass
 from musculo.twin.model import COORDINATES, FOOT_CONTACT_POINTS
 
-MOVEMENTS = ("static", "gait", "squat", "sit2stand")
+MOVEMENTS = ("static", "gait", "walk", "squat", "sit2stand")
 
 
 class MovementError(MusculoError):
@@ -38,6 +47,10 @@ class Movement:
     """(T,) fraction of the ground reaction carried by the right foot."""
     cop_fraction: np.ndarray
     """(T, 2) nominal centre-of-pressure position along each foot (0 heel, 1 toe), right, left."""
+    horizontal: np.ndarray | None = None
+    """(T, 2) N, optional forward ground reaction on the right and the left foot from a recording
+    (braking on the leading foot, propulsion on the trailing one in double support); the
+    dynamics add the rest of the required force by load share."""
 
 
 # Normative sagittal gait angles (deg) at percent of the cycle, right heel strike at 0 %
@@ -237,10 +250,204 @@ def static(*, model: Any, rate: float, duration: float) -> Movement:
     return _balanced(model=model, rate=rate, trunk=zeros, thigh=zeros, straight=True)
 
 
-def make_movement(
-    *, movement: str, model: Any, rate: float, settings: dict[str, float]
+@dataclass
+class WalkTemplate:
+    """A recorded planar walk: joint angles and each foot's vertical ground reaction."""
+
+    time: np.ndarray
+    """(T,) s, uniform."""
+    q: np.ndarray
+    """(T, 9) coordinates in COORDINATES order (rad, m); the trunk's lumbar angle is folded into
+    the pelvis (the twin's trunk is welded to its pelvis), the hips keep the thighs' orientation."""
+    vertical: np.ndarray
+    """(T, 2) N, vertical ground reaction on the right and the left foot."""
+    horizontal: np.ndarray
+    """(T, 2) N, forward ground reaction on the right and the left foot."""
+    source: str
+    """Where the template came from, for messages."""
+
+
+@dataclass(frozen=True)
+class WalkSource:
+    """Where a registered walk's files are and how to read them."""
+
+    coordinates: str
+    """Coordinates file in the dataset (IK .mot or a states .sto)."""
+    grf: str
+    """Ground reaction file in the dataset."""
+    vertical_columns: tuple[str, str]
+    """Right and left foot's vertical force columns."""
+    knee_sign: float = 1.0
+    """-1 where the recording's knee angle is positive in flexion (the twin's is negative)."""
+
+
+WALK_TEMPLATES: dict[str, WalkSource] = {
+    "gait10dof18musc-subject01": WalkSource(
+        "OutputReference/IK/subject01_walk_IK.mot",
+        "OutputReference/ExperimentalData/subject01_walk_grf.mot",
+        ("ground_force_vy", "1_ground_force_vy"),
+    ),
+}
+"""Registered walks by dataset. ``gait10dof18musc-subject01``: OpenSim's planar example subject on
+a treadmill (2.5 s, two gait cycles; its model shares the twin's coordinates, segments and muscle
+paths). The sagittal angles of a 3-D walk (the Rajagopal et al. 2016 subject of
+``opensim-example3dwalking``) do not balance the planar twin: the centre of pressure they require
+runs up to 0.3 m behind the heel after each foot strike, so that walk is not offered."""
+
+
+def walk_template(
+    *,
+    coordinates: pd.DataFrame,
+    grf: pd.DataFrame,
+    vertical_columns: tuple[str, str] = ("ground_force_vy", "1_ground_force_vy"),
+    knee_sign: float = 1.0,
+    source: str = "template",
+) -> WalkTemplate:
+    """A :class:`WalkTemplate` from an OpenSim coordinates table (IK ``.mot`` or a states table with
+    ``/jointset/<joint>/<coordinate>/value`` columns; degrees or radians as its header says;
+    ``lumbar_extension`` optional) and a ground-reaction table with the right and the left foot's
+    vertical forces in ``vertical_columns``. The sagittal coordinates are taken; others are left out.
+    ``knee_sign`` -1 turns a flexion-positive knee angle into the twin's flexion-negative one."""
+    coordinates = coordinates.rename(
+        columns=lambda c: c.split("/")[-2] if c.startswith("/") and c.endswith("/value") else c
+    )
+    missing = [c for c in COORDINATES if c not in coordinates.columns]
+    if missing:
+        raise MovementError(f"{source}: walk template coordinates lack columns {missing}")
+    for col in vertical_columns:
+        if col not in grf.columns:
+            raise MovementError(f"{source}: walk template ground reactions lack column {col!r} "
+                                f"(expected the right and left vertical forces {list(vertical_columns)})")
+    time = coordinates.index.to_numpy(dtype=float)
+    in_degrees = str(coordinates.attrs.get("inDegrees", "yes")).strip().lower() == "yes"
+    q = np.zeros((len(time), len(COORDINATES)))
+    for j, name in enumerate(COORDINATES):
+        values = coordinates[name].to_numpy(dtype=float)
+        q[:, j] = values if name in ("pelvis_tx", "pelvis_ty") or not in_degrees else np.radians(values)
+    q[:, [4, 7]] *= knee_sign
+    if "lumbar_extension" in coordinates.columns:
+        lumbar = coordinates["lumbar_extension"].to_numpy(dtype=float)
+        lumbar = np.radians(lumbar) if in_degrees else lumbar
+        q[:, 0] += lumbar
+        for col in (3, 6):  # the thighs keep their orientation in the room
+            q[:, col] -= lumbar
+    grf_time = grf.index.to_numpy(dtype=float)
+    forward = [col[:-1] + "x" for col in vertical_columns]
+    missing = [col for col in forward if col not in grf.columns]
+    if missing:
+        raise MovementError(f"{source}: walk template ground reactions lack forward force columns {missing}")
+    vertical, horizontal = (
+        np.column_stack([np.interp(time, grf_time, grf[col].to_numpy(dtype=float)) for col in cols])
+        for cols in (vertical_columns, forward)
+    )
+    vertical = np.clip(vertical, 0.0, None)
+    horizontal = np.where(vertical > _CONTACT_FORCE, horizontal, 0.0)
+    return WalkTemplate(time=time, q=q, vertical=vertical, horizontal=horizontal, source=source)
+
+
+_CONTACT_FORCE = 20.0  # N, vertical force above which a template foot is loaded
+
+
+def _contact_fraction(t: np.ndarray, loaded: np.ndarray) -> np.ndarray:
+    """0 at each contact's start, 1 at its end (0 in the air): where the contact rolls along the foot."""
+    frac = np.zeros(len(t))
+    edges = np.flatnonzero(np.diff(np.r_[0, loaded.astype(int), 0]))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        span = max(t[b - 1] - t[a], 1e-9)
+        frac[a:b] = (t[a:b] - t[a]) / span
+    return frac
+
+
+def walk(
+    *,
+    model: Any,
+    rate: float,
+    template: WalkTemplate,
+    start: float,
+    duration: float,
+    cadence: float = 1.0,
+    amplitude: float = 1.0,
+    mirror: bool = False,
 ) -> Movement:
-    """Dispatch to a movement by name with its settings (see the functions of this module)."""
+    """Replay ``duration`` s of a recorded walk from ``start`` (template clock) on ``model``.
+
+    ``cadence`` > 1 walks faster (the recording is replayed ``cadence`` times as fast);
+    ``amplitude`` scales the hip, knee and ankle excursions about their mean; ``mirror`` swaps the
+    legs (the left leg's stride becomes the right's). The whole recording is processed, then the
+    span is cut out, so filters have no end effects inside it: angles are low-pass filtered at
+    6 Hz; the pelvis moves so that the loaded foot's contact point (heel, then toe) stays in
+    place, and its height keeps the lowest stance-foot point on the floor. The recording's
+    vertical ground reactions give the share of load on each foot and its contact phases.
+    """
+    if cadence <= 0 or amplitude <= 0:
+        raise MovementError(f"twin movement 'walk': cadence {cadence} and amplitude {amplitude} must be > 0")
+    t0, t1 = float(template.time[0]), float(template.time[-1])
+    if start < t0 - 1e-9 or start + duration * cadence > t1 + 1e-9 or duration <= 0:
+        raise MovementError(
+            f"twin movement 'walk': {template.source} spans {t0:.3f}-{t1:.3f} s; start {start} s and "
+            f"duration {duration} s at cadence {cadence} need {start:.3f}-"
+            f"{start + duration * cadence:.3f} s; move the start or shorten the trial"
+        )
+    first = int(np.ceil((start - t0) / cadence * rate - 1e-6))  # frames of the span on the new clock
+    n_all = int(np.floor((t1 - t0) / cadence * rate + 1e-6)) + 1
+    t = np.arange(n_all) / rate
+    src = t0 + t * cadence
+    q = CubicSpline(template.time, template.q, axis=0)(src)
+    vertical, horizontal = (
+        np.column_stack([np.interp(src, template.time, forces[:, k]) for k in (0, 1)])
+        for forces in (template.vertical, template.horizontal)
+    )
+    # the recording's forward forces, scaled from its body weight (mean vertical force) to the model's
+    weight = model.getTotalMass(model.initSystem()) * abs(model.getGravity().get(1))
+    horizontal *= weight / max(float(template.vertical.sum(axis=1).mean()), 1.0)
+    if mirror:
+        q[:, [3, 4, 5, 6, 7, 8]] = q[:, [6, 7, 8, 3, 4, 5]]
+        vertical, horizontal = vertical[:, ::-1], horizontal[:, ::-1]
+    joints = [3, 4, 5, 6, 7, 8]
+    mean = q[:, joints].mean(axis=0)
+    q[:, joints] = mean + amplitude * (q[:, joints] - mean)
+    q[:, [0, *joints]] = lowpass(q[:, [0, *joints]], rate=rate, cutoff=6.0, order=2)
+    total = vertical.sum(axis=1)
+    share = np.where(total > 1.0, vertical[:, 0] / np.maximum(total, 1.0), 0.5)
+    loaded = vertical > _CONTACT_FORCE
+    cop = np.column_stack([_contact_fraction(t, loaded[:, k]) for k in (0, 1)])
+    q[:, 1] = q[:, 2] = 0.0
+    kin = _Kinematics(model)
+    rel = {s: {p: np.zeros((n_all, 2)) for p in ("heel", "toe")} for s in ("r", "l")}
+    for i in range(n_all):
+        kin.set(q[i])
+        for s in ("r", "l"):
+            for p in ("heel", "toe"):
+                rel[s][p][i] = kin.foot(s, p)
+    vx = {}
+    for s, frac in (("r", cop[:, 0]), ("l", cop[:, 1])):
+        w = _smoothstep((frac - 0.3) / 0.4)  # blend the points' velocities, not their positions
+        vx[s] = (1 - w) * np.gradient(rel[s]["heel"][:, 0], t) + w * np.gradient(rel[s]["toe"][:, 0], t)
+    pelvis_vx = -(share * vx["r"] + (1 - share) * vx["l"])
+    tx = np.concatenate([[0.0], np.cumsum(0.5 * (pelvis_vx[1:] + pelvis_vx[:-1]) * np.diff(t))])
+    q[:, 1] = lowpass(tx, rate=rate, cutoff=6.0, order=2)
+    low = {
+        s: -np.log(np.exp(-rel[s]["heel"][:, 1] / 0.01) + np.exp(-rel[s]["toe"][:, 1] / 0.01)) * 0.01
+        for s in ("r", "l")
+    }
+    q[:, 2] = lowpass(-(share * low["r"] + (1 - share) * low["l"]), rate=rate, cutoff=4.0, order=2)
+    keep = slice(first, min(first + int(round(duration * rate)) + 1, n_all))
+    q = q[keep]
+    q[:, 1] -= q[0, 1]
+    return Movement(time=t[keep] - t[keep][0], q=q, load_share_right=share[keep], cop_fraction=cop[keep],
+                    horizontal=horizontal[keep])
+
+
+def make_movement(
+    *, movement: str, model: Any, rate: float, settings: dict[str, Any],
+    template: WalkTemplate | None = None,
+) -> Movement:
+    """Dispatch to a movement by name with its settings (see the functions of this module);
+    ``walk`` needs its recorded ``template``."""
+    if movement == "walk":
+        if template is None:
+            raise MovementError("twin movement 'walk' needs a recorded walk (template)")
+        return walk(model=model, rate=rate, template=template, **settings)
     if movement == "gait":
         return gait(model=model, rate=rate, **settings)
     if movement == "squat":
@@ -260,4 +467,5 @@ def crop(movement: Movement, *, start: float, stop: float) -> Movement:
         q=movement.q[keep],
         load_share_right=movement.load_share_right[keep],
         cop_fraction=movement.cop_fraction[keep],
+        horizontal=None if movement.horizontal is None else movement.horizontal[keep],
     )

@@ -17,7 +17,7 @@ The truth is interpolated onto each result's time samples inside the common time
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,28 @@ _PELVIS = ("pelvis_tilt", "pelvis_tx", "pelvis_ty")
 
 class TruthEvaluationError(MusculoError):
     """Results cannot be compared with a twin's truth."""
+
+
+ANTAGONISTS: tuple[tuple[str, str], ...] = (
+    ("hamstrings", "vasti"), ("bifemsh", "vasti"), ("gastroc", "tib_ant"), ("soleus", "tib_ant"),
+    ("iliopsoas", "glut_max"), ("iliopsoas", "hamstrings"), ("rect_fem", "hamstrings"),
+)  # fmt: skip
+"""Antagonist muscle pairs of the twin model (side suffix left out): knee extensor / flexor,
+ankle plantar / dorsal flexor, hip flexor / extensor."""
+
+
+def cocontraction(
+    truth: Mapping[str, Any], trial: str, *, side: str = "r", threshold: float = 0.05
+) -> dict[str, float]:
+    """Share of a trial's frames in which both muscles of each antagonist pair (:data:`ANTAGONISTS`)
+    have a true excitation above ``threshold``, keyed ``"<a>/<b>"``."""
+    muscles = [str(m) for m in truth["muscles"]]
+    u = np.asarray(truth[f"{trial}/excitation"], dtype=float)
+    out = {}
+    for a, b in ANTAGONISTS:
+        ua, ub = u[:, muscles.index(f"{a}_{side}")], u[:, muscles.index(f"{b}_{side}")]
+        out[f"{a}/{b}"] = float(((ua > threshold) & (ub > threshold)).mean())
+    return out
 
 
 def truth_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:

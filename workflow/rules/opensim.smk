@@ -212,6 +212,7 @@ rule quality:
             if {scfg(w.subject, "opensim")["ma_method"], scfg(w.subject, "opensim")["so_method"]} != {"opensim"}
             else []
         ),
+        truth=lambda w: f"subjects/{w.subject}/truth.npz" if subject(w.subject).is_twin else [],
     output:
         tsv=res("{subject}", "quality.tsv"),
     log:
@@ -230,6 +231,7 @@ rule quality:
         reserve_limit=scfg_param("opensim", "reserve_limit"),
         range_share_limit=scfg_param("opensim", "ik_range_share_limit"),
         accept=lambda w: scfg(w.subject, "opensim")["path_fit"]["accept"],
+        twin_residual_pct_limit=100.0 * config["twin"]["max_residual_fraction"],
     conda:
         "../envs/musculo.yaml"
     script:

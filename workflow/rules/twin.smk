@@ -32,6 +32,7 @@ for _twin in twin_subjects():
             so=TW["so"],
             truth=TW["truth"],
             max_residual_fraction=TW["max_residual_fraction"],
+            mirrors=config["data"]["mirror"],
         script:
             "../scripts/twin_generate.py"
 

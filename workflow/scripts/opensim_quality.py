@@ -17,6 +17,7 @@ with job_logging(snakemake.log[0]):
         model=snakemake.input.model,
         ik_mots=list(snakemake.input.ik_mots),
         paths=snakemake.input.paths or None,
+        twin_truth=snakemake.input.truth or None,
         output_tsv=snakemake.output.tsv,
         **snakemake.params,
     )
