@@ -329,6 +329,7 @@ def test_truth_evaluation_on_synthetic_predictions(twin_dir, tmp_path):
     import pandas as pd
 
     exact = pd.DataFrame({"iliopsoas_r": u[:, muscles.index("iliopsoas_r")],
+                          "vasti_r": u[:, muscles.index("vasti_r")],
                           "rect_fem_r": 2 * u[:, muscles.index("rect_fem_r")]},
                          index=pd.Index(time, name="time"))
     write_sto(results / "mse" / "predictions" / "squat1.excitations.sto", exact)
@@ -357,7 +358,12 @@ def test_truth_evaluation_on_synthetic_predictions(twin_dir, tmp_path):
         np.sqrt(np.mean(rf**2)), rel=1e-3)
     assert value("nmm", "excitation", "iliopsoas_r", "r_truth") < 0.9
     assert value("opensim", "coordinate", "knee_angle_r", "rmse_truth") == pytest.approx(1.0, rel=1e-3)
-    assert set(table.metric) == {"r_truth", "rmse_truth"}
+    assert set(table[table.quantity != "excitation"].metric) == {"r_truth", "rmse_truth"}
+    # excitations are also scored over the muscle's true active frames
+    active = u[:, muscles.index("vasti_r")] >= 0.05
+    assert 0.0 < value("mse", "excitation", "vasti_r", "active_share_truth") == pytest.approx(active.mean())
+    assert value("mse", "excitation", "vasti_r", "rmse_active_truth") == pytest.approx(0.0, abs=1e-6)
+    assert value("mse", "excitation", "vasti_r", "r_active_truth") == pytest.approx(1.0)
     assert set(table.method) == {"mse", "nmm", "opensim"}  # no SO file: skipped
 
 
@@ -484,3 +490,25 @@ def test_walking_twin_has_a_plate_per_footfall(tmp_path, walk_template):
     events = summary["events"]
     assert len(events["right"]["strike"]) == 1 and len(events["right"]["off"]) == 1
     assert events["left"]["strike"] and events["left"]["off"]
+
+
+def test_a_trial_may_choose_its_own_truth_solver(tmp_path):
+    """twin.trials.<name>.truth overrides the twin's truth settings for that trial; a bad solver is
+    refused before anything is generated, naming where it was set."""
+    from musculo.twin.generate import TwinGenerationError
+
+    text = _TWIN_YAML.replace("squat1: {movement: squat, duration: 1.2, depth: 0.5}",
+                              "squat1: {movement: squat, duration: 1.2, depth: 0.5, truth: {solver: so}}")
+    summary = _generate(tmp_path / "a" / "twin-test", text=text, truth={"solver": "moco"})
+    assert summary["trials"]["squat1"]["truth"]["solver"] == "so"
+    import json
+
+    from musculo.twin.generate import load_truth
+
+    truth = load_truth(tmp_path / "a" / "twin-test" / "truth.npz")
+    assert json.loads(str(truth["squat1/truth"]))["solver"] == "so"
+    bad = _TWIN_YAML.replace("squat1: {movement: squat, duration: 1.2, depth: 0.5}",
+                             "squat1: {movement: squat, duration: 1.2, depth: 0.5, truth: {solver: cmc}}")
+    with pytest.raises(TwinGenerationError, match=r"twin.trials.squat1.truth.solver 'cmc'"):
+        _generate(tmp_path / "b" / "twin-test", text=bad)
+    assert not (tmp_path / "b" / "twin-test" / "squat1.c3d").exists()

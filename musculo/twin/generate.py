@@ -7,9 +7,10 @@ every file the subject file names:
   parameters), which the pipeline scales like any generic model; ``marker_set``: its markers.
 - one C3D per trial: markers from forward kinematics of the TRUE model (segment lengths, mass and
   muscle parameters perturbed from the generic ones, markers displaced on their segments) plus
-  seeded noise, in mm in a Z-up lab frame (``lab_frame`` of the subject file); two TYPE 2 force
-  plates (plate 1 under the right foot, plate 2 under the left) carrying ground reactions that
-  make the motion dynamically consistent; raw EMG (V) of the subject's EMG channels.
+  seeded noise, in mm in a Z-up lab frame (``lab_frame`` of the subject file); TYPE 2 force plates
+  carrying ground reactions that make the motion dynamically consistent (standing tasks: plate 1
+  under the right foot, plate 2 under the left; walks: one plate per footfall, in the order the
+  feet land); raw EMG (V) of the subject's EMG channels.
 - ``truth.npz`` (see :data:`TRUTH_KEYS`): every muscle's excitation, activation and force per
   dynamic trial, the true coordinates and joint moments, and the true parameters.
 
@@ -21,6 +22,8 @@ dynamics of the Millard model,
 ``tau_deact / (0.5 + 1.5 a)`` when deactivating, is inverted to ``u = a + tau(a) da/dt``,
 clipped to [0, 1]. With ``solver: moco``, MocoInverse on the true model with compliant-tendon
 DeGrooteFregly2016 muscles and activation dynamics gives them instead (:mod:`musculo.twin.dynamics`).
+The solver is chosen by the config's ``twin.truth``, then the twin's own ``twin.truth``, then the
+trial's ``truth``; ``truth.npz`` records which one made each trial (``<trial>/truth``).
 The estimators' physics core uses its own curves and the generic parameters.
 
 EMG of a channel: the sum over its muscles of band-limited Gaussian noise (Butterworth band-pass)
@@ -52,7 +55,15 @@ from musculo.io.tables import read_sto
 from musculo.signals import bandpass
 from musculo.subject import Subject, load_subject
 from musculo.twin import dynamics, movement
-from musculo.twin.model import COORDINATES, MUSCLES, NOMINAL_HEIGHT, ModelParameters, build_model, write_model
+from musculo.twin.model import (
+    COORDINATES,
+    MUSCLES,
+    NOMINAL_HEIGHT,
+    ModelParameters,
+    build_model,
+    generic_mass,
+    write_model,
+)
 
 TRUTH_KEYS: dict[str, str] = {
     "trials": "(K,) names of the dynamic trials; per-trial keys are '<trial>/<key>'",
@@ -65,7 +76,10 @@ TRUTH_KEYS: dict[str, str] = {
     "<trial>/q": "(T, C) true coordinate values, rad (rotations) or m (pelvis translations)",
     "<trial>/moments": "(T, C) true generalized forces from inverse dynamics with the ground "
                        "reactions, N m (rotations) or N (translations); pelvis ones are residuals",
-    "<trial>/residuals": "JSON text: RMS and peak pelvis residuals of the generator's own check",
+    "<trial>/residuals": "JSON text: RMS and peak pelvis residuals of the generator's own check, and "
+                         "how far the centre of pressure strays off the sole (m)",
+    "<trial>/truth": "JSON text: how the true muscle states were made (solver: so or moco; Moco's "
+                     "largest reserves)",
     "max_isometric_force": "(M,) N, true",
     "optimal_fiber_length": "(M,) m, true",
     "tendon_slack_length": "(M,) m, true",
@@ -123,7 +137,10 @@ def true_parameters(
     """Segment lengths scaled to ``height`` and perturbed, ``mass``, perturbed muscle parameters.
 
     Perturbation factors are log-normal with the SDs of ``perturbation`` (keys of
-    :data:`DEFAULT_PERTURBATION`); muscles of both sides are perturbed independently.
+    :data:`DEFAULT_PERTURBATION`); muscles of both sides are perturbed independently. Maximal
+    isometric forces also follow the body's mass, by ``(mass / generic mass) ** (2/3)``
+    (geometric similarity: force follows cross-sectional area), so a heavy twin is not left with
+    the muscles of the 75 kg generic model.
     """
     base = height / NOMINAL_HEIGHT
     seg_sd = float(perturbation["segment"])
@@ -137,6 +154,8 @@ def true_parameters(
         factors[key] = {
             f"{b}_{s}": float(np.exp(rng.normal(0.0, sd))) for s in ("r", "l") for b in MUSCLES
         }
+    strength = (float(mass) / generic_mass()) ** (2.0 / 3.0)
+    factors["max_isometric_force"] = {k: v * strength for k, v in factors["max_isometric_force"].items()}
     return ModelParameters(
         segment_scale=segment_scale, mass=float(mass), **factors
     )
@@ -393,8 +412,7 @@ def _walk_template(
     coords = dataset_path(name, src.coordinates, mirrors=list(mirrors or []))
     grf = dataset_path(name, src.grf, mirrors=list(mirrors or []))
     return movement.walk_template(coordinates=read_sto(coords), grf=read_sto(grf),
-                                  vertical_columns=src.vertical_columns, knee_sign=src.knee_sign,
-                                  source=f"{name}/{src.coordinates}")
+                                  vertical_columns=src.vertical_columns, source=f"{name}/{src.coordinates}")
 
 
 def _contacts(force_y: np.ndarray, threshold: float = 1.0) -> list[tuple[int, int]]:
@@ -489,7 +507,8 @@ def generate_twin(
             ``moco`` (MocoInverse with compliant tendons, activation dynamics and an
             excitation-effort cost, see :func:`musculo.twin.dynamics.solve_excitations`, with
             ``mesh_interval``, ``reserve_strength`` and ``reserve_weight``). A twin's own
-            ``twin.truth`` block in its subject file overrides these keys.
+            ``twin.truth`` block in its subject file overrides these keys, and a trial's
+            ``truth`` block (``twin.trials.<name>.truth``) overrides them for that trial.
         max_residual_fraction: the generator's own check: inverse dynamics of the true motion with
             the generated ground reactions on the true model must leave pelvis residual force RMS
             below this fraction of body weight, or :class:`TwinGenerationError` is raised.
@@ -522,8 +541,14 @@ def generate_twin(
             "'<name>: {movement: ..., ...}' for each"
         )
     truth_cfg = {**DEFAULT_TRUTH, **(truth or {}), **dict(twin.get("truth") or {})}  # the twin's own first
-    if truth_cfg["solver"] not in ("moco", "so"):
-        raise TwinGenerationError(f"twin.truth.solver {truth_cfg['solver']!r}: expected 'moco' or 'so'")
+    for where, cfg in [("twin.truth", truth_cfg)] + [
+        (f"twin.trials.{name}.truth", {**truth_cfg, **dict(spec.get("truth") or {})})
+        for name, spec in trial_settings.items() if isinstance(spec, Mapping)
+    ]:
+        if cfg["solver"] not in ("moco", "so"):
+            raise TwinGenerationError(
+                f"{sub.path}: {where}.solver {cfg['solver']!r}: expected 'moco' or 'so'"
+            )
     rng = np.random.default_rng(seed)
     height, mass = float(twin.get("height", sub.height)), float(twin.get("mass", sub.mass))
     params = true_parameters(rng=rng, height=height, mass=mass, perturbation=pert)
@@ -556,6 +581,7 @@ def generate_twin(
         c3d_files: dict[str, Path] = {}
         for trial in sub.trials:
             settings = dict(trial_settings[trial.name])
+            trial_truth = {**truth_cfg, **dict(settings.pop("truth", None) or {})}  # a trial's own first
             kind = settings.pop("movement", "static" if trial.role == "static" else None)
             if kind is None:
                 raise TwinGenerationError(f"{sub.path}: twin.trials.{trial.name}.movement is missing")
@@ -577,7 +603,7 @@ def generate_twin(
             names, xyz = _marker_trajectories(true_model, mov.q)
             xyz = xyz + rng.normal(0.0, marker_noise, xyz.shape)
             markers_mm = (xyz @ rot) * 1000.0
-            # force plates: plate 1 under the right foot, plate 2 under the left
+            # force plates (see _plate_spans): one per foot, or one per footfall when the feet step
             analog_time = first_frame / marker_rate + np.arange(n * int(round(ratio))) / analog_rate
             plates, plate_analog = [], []
             for s, (a, b), size in _plate_spans(grf):
@@ -617,7 +643,7 @@ def generate_twin(
                     f"{c}_force" if c in ("pelvis_tx", "pelvis_ty") else f"{c}_moment" for c in COORDINATES
                 ]
                 excitation, activation, force, truth_info = _true_muscles(
-                    truth_cfg=truth_cfg, true_model=true_model, true_file=true_file, coords=coords,
+                    truth_cfg=trial_truth, true_model=true_model, true_file=true_file, coords=coords,
                     loads=loads, folder=folder, so=so or {}, muscles=muscles, time=time,
                     truth_params=truth_params,
                 )
@@ -630,6 +656,7 @@ def generate_twin(
                     f"{trial.name}/q": mov.q,
                     f"{trial.name}/moments": id_table[moment_cols].to_numpy(dtype=float),
                     f"{trial.name}/residuals": json.dumps(residuals),
+                    f"{trial.name}/truth": json.dumps(truth_info),
                 })  # fmt: skip
                 dynamic.append(trial.name)
                 if sub.emg_channels:

@@ -276,9 +276,7 @@ class WalkSource:
     grf: str
     """Ground reaction file in the dataset."""
     vertical_columns: tuple[str, str]
-    """Right and left foot's vertical force columns."""
-    knee_sign: float = 1.0
-    """-1 where the recording's knee angle is positive in flexion (the twin's is negative)."""
+    """Right and left foot's vertical force columns (the forward ones end in ``x``)."""
 
 
 WALK_TEMPLATES: dict[str, WalkSource] = {
@@ -300,17 +298,12 @@ def walk_template(
     coordinates: pd.DataFrame,
     grf: pd.DataFrame,
     vertical_columns: tuple[str, str] = ("ground_force_vy", "1_ground_force_vy"),
-    knee_sign: float = 1.0,
     source: str = "template",
 ) -> WalkTemplate:
-    """A :class:`WalkTemplate` from an OpenSim coordinates table (IK ``.mot`` or a states table with
-    ``/jointset/<joint>/<coordinate>/value`` columns; degrees or radians as its header says;
-    ``lumbar_extension`` optional) and a ground-reaction table with the right and the left foot's
-    vertical forces in ``vertical_columns``. The sagittal coordinates are taken; others are left out.
-    ``knee_sign`` -1 turns a flexion-positive knee angle into the twin's flexion-negative one."""
-    coordinates = coordinates.rename(
-        columns=lambda c: c.split("/")[-2] if c.startswith("/") and c.endswith("/value") else c
-    )
+    """A :class:`WalkTemplate` from an OpenSim coordinates table of a model with the twin's
+    coordinates (IK ``.mot``, degrees or radians as its header says; ``lumbar_extension`` optional,
+    other columns left out) and a ground-reaction table with the right and the left foot's vertical
+    forces in ``vertical_columns`` and their forward forces in the same names ending in ``x``."""
     missing = [c for c in COORDINATES if c not in coordinates.columns]
     if missing:
         raise MovementError(f"{source}: walk template coordinates lack columns {missing}")
@@ -324,7 +317,6 @@ def walk_template(
     for j, name in enumerate(COORDINATES):
         values = coordinates[name].to_numpy(dtype=float)
         q[:, j] = values if name in ("pelvis_tx", "pelvis_ty") or not in_degrees else np.radians(values)
-    q[:, [4, 7]] *= knee_sign
     if "lumbar_extension" in coordinates.columns:
         lumbar = coordinates["lumbar_extension"].to_numpy(dtype=float)
         lumbar = np.radians(lumbar) if in_degrees else lumbar

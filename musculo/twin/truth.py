@@ -2,15 +2,17 @@
 
 Rows of ``results/<s>/truth/evaluation.tsv`` (long format, the columns of ``evaluation.tsv``):
 
-- ``method`` mse / nmm: each held-out prediction ``results/<s>/<method>/predictions/<trial>.excitations.sto``
-  against the true excitations (``quantity = excitation``; every muscle column, deep and surface);
-- ``method`` so: OpenSim static optimization's activations ``results/<s>/<trial>/so_activation.sto``
-  against the true excitations;
+- every estimator of ``methods`` (``mse``, ``nmm``, ``so``, ``null``, ...): its held-out prediction
+  ``results/<s>/<method>/predictions/<trial>.excitations.sto`` against the true excitations
+  (``quantity = excitation``; every muscle column, deep and surface);
 - ``method`` opensim: ``ik.mot`` against the true coordinates (``quantity = coordinate``; degrees
   for rotations, m for translations) and ``id.sto`` against the true joint moments
   (``quantity = moment``; N m; pelvis residual columns are left out);
 
-with ``metric`` ``r_truth`` (Pearson r) and ``rmse_truth`` (RMSE, in the quantity's unit).
+with ``metric`` ``r_truth`` (Pearson r) and ``rmse_truth`` (RMSE, in the quantity's unit); for
+excitations also over the frames where the true excitation is at least
+:data:`musculo.evaluation.ACTIVE_THRESHOLD` (``r_active_truth``, ``rmse_active_truth``,
+``mean_active_truth`` of the prediction, ``mean_active_reference_truth``, ``active_share_truth``).
 The truth is interpolated onto each result's time samples inside the common time span.
 """
 
@@ -31,7 +33,7 @@ from musculo.io.tables import in_degrees, read_sto
 from musculo.io.tables import write_evaluation_table as write_table
 from musculo.twin.generate import load_truth
 
-METHODS = ("mse", "nmm", "so", "opensim")  # the defaults; any estimator with predictions/ works
+METHODS = ("mse", "nmm", "so", "null", "opensim")  # the defaults; any estimator with predictions/ works
 _PELVIS = ("pelvis_tilt", "pelvis_tx", "pelvis_ty")
 
 
@@ -87,7 +89,14 @@ def _compare(
             continue
         ref = np.interp(time[keep], truth_time, truth_values[:, j]) * (scale or {}).get(name, 1.0)
         pred = table[col].to_numpy(dtype=float)[keep]
-        for metric, value in truth_metrics(pred, ref).items():
+        metrics = truth_metrics(pred, ref)
+        if quantity == "excitation":  # and over the muscle's true active frames
+            from musculo.evaluation import excitation_metrics
+
+            active = excitation_metrics(pred, ref)
+            metrics.update({f"{k}_truth": active[k] for k in (
+                "r_active", "rmse_active", "mean_active", "mean_active_reference", "active_share")})
+        for metric, value in metrics.items():
             rows.append({"subject": subject, "trial": trial, "method": method, "quantity": quantity,
                          "channel": name, "metric": metric, "value": value})
     return rows
