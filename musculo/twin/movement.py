@@ -99,6 +99,29 @@ class _Kinematics:
         return np.array([v.get(0), v.get(1)])
 
 
+def _foot_points(model: Any, q: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Heel and toe (x, y) of each foot relative to the pelvis translations, at every frame of ``q``
+    (``rel[side][point]``, (T, 2) m); ``q``'s pelvis translations should be zero."""
+    kin = _Kinematics(model)
+    rel = {s: {p: np.zeros((len(q), 2)) for p in ("heel", "toe")} for s in ("r", "l")}
+    for i in range(len(q)):
+        kin.set(q[i])
+        for s in ("r", "l"):
+            for p in ("heel", "toe"):
+                rel[s][p][i] = kin.foot(s, p)
+    return rel
+
+
+def _floor_height(rel: dict[str, dict[str, np.ndarray]], share: np.ndarray, *, rate: float) -> np.ndarray:
+    """Pelvis height that keeps the loaded foot's lowest point (a soft minimum of heel and toe) on
+    the floor, blended by load share and low-pass filtered at 4 Hz."""
+    low = {
+        s: -np.log(np.exp(-rel[s]["heel"][:, 1] / 0.01) + np.exp(-rel[s]["toe"][:, 1] / 0.01)) * 0.01
+        for s in ("r", "l")
+    }
+    return lowpass(-(share * low["r"] + (1 - share) * low["l"]), rate=rate, cutoff=4.0, order=2)
+
+
 def gait(
     *, model: Any, rate: float, cycle_time: float, amplitude: float = 1.0, cycles: int = 3
 ) -> Movement:
@@ -137,13 +160,7 @@ def gait(
         cop[i, 0] = _smoothstep(np.array(ph / 0.6)) if ph < 0.6 else 1.0
         lph = (ph - 0.5) % 1.0
         cop[i, 1] = _smoothstep(np.array(lph / 0.6)) if lph < 0.6 else 1.0
-    kin = _Kinematics(model)
-    rel = {s: {p: np.zeros((n, 2)) for p in ("heel", "toe")} for s in ("r", "l")}
-    for i in range(n):
-        kin.set(q[i])
-        for s in ("r", "l"):
-            for p in ("heel", "toe"):
-                rel[s][p][i] = kin.foot(s, p)
+    rel = _foot_points(model, q)
     contact = {}
     for s, frac in (("r", cop[:, 0]), ("l", cop[:, 1])):
         w = _smoothstep((frac - 0.3) / 0.4)[:, None]
@@ -151,12 +168,7 @@ def gait(
     vx = {s: np.gradient(contact[s][:, 0], t) for s in ("r", "l")}
     pelvis_vx = -(share * vx["r"] + (1 - share) * vx["l"])
     q[:, 1] = float(np.mean(pelvis_vx)) * t
-    low = {
-        s: -np.log(np.exp(-rel[s]["heel"][:, 1] / 0.01) + np.exp(-rel[s]["toe"][:, 1] / 0.01))
-        * 0.01
-        for s in ("r", "l")
-    }
-    q[:, 2] = lowpass(-(share * low["r"] + (1 - share) * low["l"]), rate=rate, cutoff=4.0, order=2)
+    q[:, 2] = _floor_height(rel, share, rate=rate)
     q[:, [0, 3, 4, 5, 6, 7, 8]] = lowpass(q[:, [0, 3, 4, 5, 6, 7, 8]], rate=rate, cutoff=8.0, order=2)
     return Movement(time=t, q=q, load_share_right=share, cop_fraction=cop)
 
@@ -404,13 +416,7 @@ def walk(
     loaded = vertical > _CONTACT_FORCE
     cop = np.column_stack([_contact_fraction(t, loaded[:, k]) for k in (0, 1)])
     q[:, 1] = q[:, 2] = 0.0
-    kin = _Kinematics(model)
-    rel = {s: {p: np.zeros((n_all, 2)) for p in ("heel", "toe")} for s in ("r", "l")}
-    for i in range(n_all):
-        kin.set(q[i])
-        for s in ("r", "l"):
-            for p in ("heel", "toe"):
-                rel[s][p][i] = kin.foot(s, p)
+    rel = _foot_points(model, q)
     vx = {}
     for s, frac in (("r", cop[:, 0]), ("l", cop[:, 1])):
         w = _smoothstep((frac - 0.3) / 0.4)  # blend the points' velocities, not their positions
@@ -418,11 +424,7 @@ def walk(
     pelvis_vx = -(share * vx["r"] + (1 - share) * vx["l"])
     tx = np.concatenate([[0.0], np.cumsum(0.5 * (pelvis_vx[1:] + pelvis_vx[:-1]) * np.diff(t))])
     q[:, 1] = lowpass(tx, rate=rate, cutoff=6.0, order=2)
-    low = {
-        s: -np.log(np.exp(-rel[s]["heel"][:, 1] / 0.01) + np.exp(-rel[s]["toe"][:, 1] / 0.01)) * 0.01
-        for s in ("r", "l")
-    }
-    q[:, 2] = lowpass(-(share * low["r"] + (1 - share) * low["l"]), rate=rate, cutoff=4.0, order=2)
+    q[:, 2] = _floor_height(rel, share, rate=rate)
     keep = slice(first, min(first + int(round(duration * rate)) + 1, n_all))
     q = q[keep]
     q[:, 1] -= q[0, 1]
