@@ -15,7 +15,7 @@
 - Leave-one-muscle-out: each measured muscle of the subject's ``hide`` list is hidden from the
   estimator (in fit and predict), together with every muscle fed by the same EMG channel, predicted,
   and compared with its measured envelope (r, RMSE, VAF; and over its active frames, where the
-  envelope is at least ``ACTIVE_THRESHOLD``: ``r_active``, ``rmse_active``, ``mean_active`` (mean
+  envelope is at least ``metrics.ACTIVE_THRESHOLD``: ``r_active``, ``rmse_active``, ``mean_active`` (mean
   prediction), ``mean_active_reference`` and ``active_share``). The moments of the fit with the
   muscle hidden are scored too: quantity ``moment_lomo``, channel ``<coordinate>|<hidden muscle>``.
 
@@ -57,6 +57,7 @@ from musculo.io.atomic import atomic_output
 from musculo.io.tables import EVALUATION_COLUMNS as COLUMNS
 from musculo.io.tables import write_evaluation_table as write_table
 from musculo.io.tables import write_sto
+from musculo.metrics import MIN_PHASE_FRAMES, correlation, excitation_metrics
 from musculo.physics.data import TrialData
 from musculo.settings import Settings
 from musculo.subject import Subject
@@ -91,15 +92,6 @@ def source_trial(name: str) -> str:
     return name.split("@", 1)[0]
 
 
-def _r(a: np.ndarray, b: np.ndarray) -> float:
-    if np.std(a) < 1e-12 or np.std(b) < 1e-12:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-ACTIVE_THRESHOLD = 0.05
-"""Normalised excitation from which a muscle counts as active (hidden-muscle metrics)."""
-MIN_PHASE_FRAMES = 3
 
 
 def moment_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -115,7 +107,7 @@ def moment_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict[str, fl
         "rmse_pct_peak": 100.0 * rmse / peak if peak > 0 else float("nan"),
         "nrmse": 100.0 * rmse / span if span > 0 else float("nan"),
         "r2": 1.0 - float(np.sum((p - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan"),
-        "r": _r(p, y),
+        "r": correlation(p, y),
     }
 
 
@@ -156,28 +148,6 @@ def moment_rows_of(trial: TrialData, coordinate: str, predicted: np.ndarray,
         out[f"rmse_{phase}"] = rmse
         out[f"rmse_pct_peak_{phase}"] = 100.0 * rmse / peak if peak > 0 else float("nan")
     return out
-
-
-def excitation_metrics(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """r, RMSE and VAF (1 - SSE / sum of squared reference) of one muscle's excitation, and the same
-    over its active frames (reference >= ``ACTIVE_THRESHOLD``): ``r_active``, ``rmse_active``,
-    ``mean_active`` (mean prediction), ``mean_active_reference`` and ``active_share`` (share of
-    frames active). A target that is never active scores NaN on the active metrics."""
-    p, y = np.asarray(predicted, dtype=float), np.asarray(reference, dtype=float)
-    denom = float(np.sum(y**2))
-    active = y >= ACTIVE_THRESHOLD
-    n_act = int(active.sum())
-    nan = float("nan")
-    return {
-        "r": _r(p, y),
-        "rmse": float(np.sqrt(np.mean((p - y) ** 2))),
-        "vaf": 1.0 - float(np.sum((p - y) ** 2)) / denom if denom > 0 else float("nan"),
-        "r_active": _r(p[active], y[active]) if n_act >= MIN_PHASE_FRAMES else nan,
-        "rmse_active": float(np.sqrt(np.mean((p[active] - y[active]) ** 2))) if n_act else nan,
-        "mean_active": float(np.mean(p[active])) if n_act else nan,
-        "mean_active_reference": float(np.mean(y[active])) if n_act else nan,
-        "active_share": n_act / max(len(y), 1),
-    }
 
 
 def _rows(subject: str, trial: str, method: str, quantity: str, channel: str,

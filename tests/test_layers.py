@@ -1,6 +1,6 @@
 """The package's layers: a module never imports from a higher layer (imports inside functions included).
 
-io (and the foundation: errors, log, config, subject, datasets) -> signals -> emg / trial_import /
+io (and the foundation: errors, log, config, subject, datasets) -> signals, metrics -> emg / trial_import /
 opensim_tools -> physics -> twin -> estimators -> evaluation -> report -> cli. The twins may use the
 layers below them and see the estimators' outputs only through files.
 """
@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "musculo"
 RANKS: dict[str, int] = {
     "musculo": 0, "musculo.errors": 0, "musculo.log": 0, "musculo.config": 0, "musculo.subject": 0,
     "musculo.datasets": 0, "musculo.io": 0,
-    "musculo.signals": 1,
+    "musculo.signals": 1, "musculo.metrics": 1,
     "musculo.emg": 2, "musculo.trial_import": 2, "musculo.opensim_tools": 2, "musculo.contact": 2,
     "musculo.validate": 2, "musculo.subject_init": 2,
     "musculo.physics": 3,

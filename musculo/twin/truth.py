@@ -11,7 +11,7 @@ Rows of ``results/<s>/truth/evaluation.tsv`` (long format, the columns of ``eval
 
 with ``metric`` ``r_truth`` (Pearson r) and ``rmse_truth`` (RMSE, in the quantity's unit); for
 excitations also over the frames where the true excitation is at least
-:data:`musculo.evaluation.ACTIVE_THRESHOLD` (``r_active_truth``, ``rmse_active_truth``,
+:data:`musculo.metrics.ACTIVE_THRESHOLD` (``r_active_truth``, ``rmse_active_truth``,
 ``mean_active_truth`` of the prediction, ``mean_active_reference_truth``, ``active_share_truth``).
 The truth is interpolated onto each result's time samples inside the common time span.
 """
@@ -31,6 +31,7 @@ from musculo.errors import MusculoError
 from musculo.io.tables import EVALUATION_COLUMNS as COLUMNS
 from musculo.io.tables import in_degrees, read_sto
 from musculo.io.tables import write_evaluation_table as write_table
+from musculo.metrics import excitation_metrics
 from musculo.twin.generate import load_truth
 
 METHODS = ("mse", "nmm", "so", "null", "opensim")  # the defaults; any estimator with predictions/ works
@@ -91,8 +92,6 @@ def _compare(
         pred = table[col].to_numpy(dtype=float)[keep]
         metrics = truth_metrics(pred, ref)
         if quantity == "excitation":  # and over the muscle's true active frames
-            from musculo.evaluation import excitation_metrics
-
             active = excitation_metrics(pred, ref)
             metrics.update({f"{k}_truth": active[k] for k in (
                 "r_active", "rmse_active", "mean_active", "mean_active_reference", "active_share")})
