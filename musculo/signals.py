@@ -14,6 +14,13 @@ from scipy import signal
 from musculo.errors import InputDataError
 
 
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous True runs of ``mask`` as [start, stop) index pairs."""
+    padded = np.concatenate([[False], np.asarray(mask).astype(bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(int)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
 def _sos(order: int, cutoff: float | Sequence[float], *, rate: float, btype: str) -> np.ndarray:
     return signal.butter(int(order), cutoff, btype=btype, fs=float(rate), output="sos")
 

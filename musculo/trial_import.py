@@ -30,7 +30,7 @@ from musculo.io.atomic import atomic_output
 from musculo.io.c3d import clean_labels, read_c3d
 from musculo.io.tables import read_sto, write_sto
 from musculo.io.trc import read_trc, write_trc
-from musculo.signals import lowpass
+from musculo.signals import lowpass, runs
 from musculo.subject import Subject, load_subject
 
 FEET = ("right", "left")
@@ -79,13 +79,6 @@ class RawTrial:
     events: list[tuple[str, str, float]]
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Contiguous True runs of ``mask`` as [start, stop) index pairs."""
-    padded = np.concatenate([[False], mask.astype(bool), [False]])
-    edges = np.flatnonzero(np.diff(padded.astype(int)))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
-
 def fill_marker_gaps(
     *, time: np.ndarray, labels: list[str], data: np.ndarray, max_gap: float
 ) -> tuple[np.ndarray, dict[str, list[list[float]]]]:
@@ -103,7 +96,7 @@ def fill_marker_gaps(
             continue
         valid = ~missing
         spline = interpolate.CubicSpline(time[valid], out[valid, j, :], axis=0) if valid.sum() >= 4 else None
-        for a, b in _runs(missing):
+        for a, b in runs(missing):
             inside = a > 0 and b < len(time)
             if spline is not None and inside and (b - a) * dt <= max_gap + 1e-9:
                 out[a:b, j, :] = spline(time[a:b])
@@ -124,16 +117,16 @@ def condition_plate(
     """
     fy = np.nan_to_num(plate.force[:, 1])
     loaded = fy > threshold
-    runs = [(a, b) for a, b in _runs(loaded) if (b - a) / rate >= min_contact]
+    contacts = [(a, b) for a, b in runs(loaded) if (b - a) / rate >= min_contact]
     mask = np.zeros(len(fy), bool)
-    for a, b in runs:
+    for a, b in contacts:
         mask[a:b] = True
     force = lowpass(np.nan_to_num(plate.force), rate=rate, cutoff=cutoff, order=order)
     moment = lowpass(np.nan_to_num(plate.moment), rate=rate, cutoff=cutoff, order=order)
     force[~mask] = 0.0
     moment[~mask] = 0.0
     cop = np.full_like(plate.cop, np.nan)
-    for a, b in runs:
+    for a, b in contacts:
         seg = plate.cop[a:b].copy()
         bad = np.isnan(seg).any(axis=1)
         if bad.all():
@@ -143,14 +136,14 @@ def condition_plate(
             for k in range(3):
                 seg[bad, k] = np.interp(idx[bad], idx[~bad], seg[~bad, k])
         cop[a:b] = lowpass(seg, rate=rate, cutoff=cutoff, order=order)
-    if runs:
+    if contacts:
         known = ~np.isnan(cop).any(axis=1)
         idx = np.arange(len(cop))
         nearest = np.interp(idx, idx[known], idx[known]).round().astype(int) if known.any() else idx
         cop = np.where(known[:, None], cop, cop[nearest] if known.any() else 0.0)
     cop = np.nan_to_num(cop)
     return Plate(
-        number=plate.number, force=force, cop=cop, moment=moment, corners=plate.corners, contacts=runs
+        number=plate.number, force=force, cop=cop, moment=moment, corners=plate.corners, contacts=contacts
     )
 
 
@@ -420,7 +413,7 @@ def _events(
     for foot in FEET:
         fy = feet[foot][0][:, 1]
         strikes, offs = [], []
-        for a, b in _runs(fy > threshold):
+        for a, b in runs(fy > threshold):
             if a > 0:
                 strikes.append(float(grf_time[a]))
             if b < len(fy):

@@ -52,7 +52,7 @@ from musculo.errors import MusculoError
 from musculo.io.atomic import atomic_output
 from musculo.io.c3d_writer import ForcePlate, write_c3d
 from musculo.io.tables import read_sto
-from musculo.signals import bandpass
+from musculo.signals import bandpass, runs
 from musculo.subject import Subject, load_subject
 from musculo.twin import dynamics, movement
 from musculo.twin.model import (
@@ -415,12 +415,6 @@ def _walk_template(
                                   vertical_columns=src.vertical_columns, source=f"{name}/{src.coordinates}")
 
 
-def _contacts(force_y: np.ndarray, threshold: float = 1.0) -> list[tuple[int, int]]:
-    """[a, b) spans where a foot's vertical force exceeds ``threshold`` N."""
-    edges = np.flatnonzero(np.diff(np.r_[0, (force_y > threshold).astype(int), 0]))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
 def _plate_spans(
     grf: dynamics.GroundReactions,
 ) -> list[tuple[str, tuple[int, int], tuple[float, float]]]:
@@ -433,7 +427,7 @@ def _plate_spans(
     n = len(grf.time)
     out = []
     for s in dynamics.SIDES:
-        spans = _contacts(grf.force[s][:, 1])
+        spans = runs(grf.force[s][:, 1] > 1.0)  # [a, b) frames the foot carries load
         if spans == [(0, n)] or not spans:
             out.append((s, (0, n), (600.0, 160.0)))
             continue

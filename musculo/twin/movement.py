@@ -25,7 +25,7 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import brentq
 
 from musculo.errors import MusculoError
-from musculo.signals import lowpass
+from musculo.signals import lowpass, runs
 from musculo.twin.model import COORDINATES, FOOT_CONTACT_POINTS
 
 MOVEMENTS = ("static", "gait", "walk", "squat", "sit2stand")
@@ -355,8 +355,7 @@ _CONTACT_FORCE = 20.0  # N, vertical force above which a template foot is loaded
 def _contact_fraction(t: np.ndarray, loaded: np.ndarray) -> np.ndarray:
     """0 at each contact's start, 1 at its end (0 in the air): where the contact rolls along the foot."""
     frac = np.zeros(len(t))
-    edges = np.flatnonzero(np.diff(np.r_[0, loaded.astype(int), 0]))
-    for a, b in zip(edges[::2], edges[1::2], strict=True):
+    for a, b in runs(loaded):
         span = max(t[b - 1] - t[a], 1e-9)
         frac[a:b] = (t[a:b] - t[a]) / span
     return frac
