@@ -13,7 +13,8 @@ Latency is the wall time of one call on a 100 ms window of input frames, single-
 warm-up: "features+network" is the excitation prediction from raw inputs (input normalisation, the
 synergy activations of the measured excitations by non-negative least squares, the network and its
 output head), "network+physics" is the whole NMM forward pass from ready features (network, then
-activation dynamics, Hill forces and joint moments).
+activation dynamics, Hill forces and joint moments). Both are for one network; with ``nmm.ensemble``
+networks an estimate makes that many calls.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import torch
 
 from musculo.config import load_config
 from musculo.estimators.nmm import NMMEstimator
-from musculo.evaluation import load_subject_trials
+from musculo.estimators.trials import load_trials
 from musculo.physics.muscle import DTYPE
 from musculo.physics.synthetic import synthetic_trials
+from musculo.settings import load_settings
 from musculo.subject import discover_subjects, load_subject
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +44,7 @@ SYNTHETIC = {
 }
 
 
-def real_subjects(ids: list[str], *, window: str = "all") -> dict[str, list]:
+def real_subjects(ids: list[str], *, overlays: list[str]) -> dict[str, list]:
     out = {}
     for sid in ids or discover_subjects(REPO / "subjects"):
         subj = load_subject(REPO / "subjects" / sid / "subject.yaml")
@@ -52,9 +54,8 @@ def real_subjects(ids: list[str], *, window: str = "all") -> dict[str, list]:
         if not all((d / "muscle_analysis.npz").is_file() and (d / "emg.sto").is_file() for d in dirs):
             print(f"# {sid}: no processed trials under results/{sid}/; skipped")
             continue
-        out[sid] = load_subject_trials(trial_dirs=dirs, coordinates=subj.coordinates or None,
-                                       measured=subj.measured_muscles, unmeasured=subj.unmeasured,
-                                       source=f"subject {sid}", window=window)
+        settings = load_settings(REPO / "config" / "config.yaml", overlays, overrides=subj.config_overrides)
+        out[sid] = load_trials(subj, dirs, settings=settings)
     return out
 
 
@@ -108,8 +109,7 @@ def main() -> None:
         logging.getLogger("musculo").addHandler(logging.StreamHandler())
         logging.getLogger("musculo").setLevel(logging.INFO)
     cfg = load_config(REPO / "config" / "config.yaml", args.overlay)
-    subjects = synthetic_subjects() if args.synthetic else real_subjects(
-        args.subjects, window=str(cfg["physics"].get("window", "all")))
+    subjects = synthetic_subjects() if args.synthetic else real_subjects(args.subjects, overlays=args.overlay)
     if not subjects:
         print("# no subject to time: process subjects first (snakemake) or use --synthetic")
         return
@@ -132,7 +132,8 @@ def main() -> None:
           "thread(s), latency on 1 thread; "
           f"nmm: epochs {cfg['nmm']['epochs']}, window {cfg['nmm']['window']} s, "
           f"channels {cfg['nmm']['channels']}, dilations {cfg['nmm']['dilations']}, "
-          f"output {cfg['nmm']['output']}")
+          f"output {cfg['nmm']['output']}, ensemble {cfg['nmm']['ensemble']} (training time for all "
+          "networks; latency and best epoch of one network, an estimate runs each network once)")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:

@@ -142,6 +142,7 @@ class NMMSettings(Section):
     threads: int
     start_from_calibration: bool
     fold_calibration: bool
+    ensemble: int
 
 
 @dataclass(frozen=True)

@@ -232,21 +232,31 @@ def test_non_finite_inputs_are_rejected(trials):
         NMMEstimator(**TINY).fit([bad, trials[1]])
 
 
-def test_network_without_kinematics_inputs(trials, tmp_path):
-    est = NMMEstimator(seed=0, kinematics_inputs=False, **{**SYNERGY, "epochs": 2}).fit(trials[:2])
+def test_network_reads_the_measured_excitations_only_by_default(trials, tmp_path):
+    """Kinematics are network inputs only when asked (``kinematics_inputs``); by default moving the
+    joints changes not one estimated excitation (the physics reads the pose through its muscle
+    lengths and moment arms)."""
+    assert NMMEstimator().config.kinematics_inputs is False
+    hyper = {k: v for k, v in TINY.items() if k != "output"}
+    direct = NMMEstimator(seed=0, **{**hyper, "epochs": 2}).fit(trials[:2])
     n_measured = int(trials[0].measured.sum())
+    assert direct.module_.net.n_inputs == n_measured
+    moved = dataclasses.replace(trials[2], q=trials[2].q + 0.3)
+    np.testing.assert_array_equal(direct.predict(moved).excitations.to_numpy(),
+                                  direct.predict(trials[2]).excitations.to_numpy())
+    est = NMMEstimator(seed=0, **{**SYNERGY, "epochs": 2}).fit(trials[:2])
     k = est.module_.n_synergies
     assert 1 <= k <= n_measured
     assert est.module_.net.n_inputs == n_measured + k  # measured excitations and synergy activations
-    # the kinematics no longer change the excitations
-    moved = dataclasses.replace(trials[2], q=trials[2].q + 0.3)
     np.testing.assert_array_equal(est.predict(moved).excitations.to_numpy(),
                                   est.predict(trials[2]).excitations.to_numpy())
     est.save(tmp_path)
     np.testing.assert_array_equal(NMMEstimator.load(tmp_path).predict(trials[2]).moments.to_numpy(),
                                   est.predict(trials[2]).moments.to_numpy())
-    with_kin = NMMEstimator(seed=0, **{**SYNERGY, "epochs": 2}).fit(trials[:2])
+    with_kin = NMMEstimator(seed=0, kinematics_inputs=True, **{**SYNERGY, "epochs": 2}).fit(trials[:2])
     assert with_kin.module_.net.n_inputs == n_measured + 2 * len(trials[0].coordinates) + k
+    assert not np.array_equal(with_kin.predict(moved).excitations.to_numpy(),
+                              with_kin.predict(trials[2]).excitations.to_numpy())
 
 
 def test_synergy_head_bounds_and_reduction_to_constant_weights():
@@ -315,7 +325,7 @@ def test_default_output_is_a_direct_excitation_head(trials):
     assert module.net.n_outputs == len(trials[0].muscles) and not module.net.linear_output
     silent = dataclasses.replace(trials[2], excitation=np.zeros_like(trials[2].excitation))
     pred = est.predict(silent).excitations
-    assert float(pred[["m4", "m5"]].to_numpy().min()) > 0.0  # a sigmoid of kinematics, not zero synergies
+    assert float(pred[["m4", "m5"]].to_numpy().min()) > 0.0  # a sigmoid output, not zero synergies
 
 
 def test_full_cycle_windows_and_fold_calibration(trials):
@@ -328,3 +338,27 @@ def test_full_cycle_windows_and_fold_calibration(trials):
     start = calibrated._fold_calibration(trials[:2])
     scale = np.array(list(start["parameters"]["strength_scale"].values()))
     assert not np.allclose(scale, 1.0)  # moved from the scaled model's values on these trials
+
+
+def test_ensemble_estimate_is_the_mean_of_its_seeded_networks(trials, tmp_path):
+    """``ensemble`` networks from seeds seed, seed + 1: the estimate is the mean of what each network
+    alone predicts, and saving keeps every network."""
+    hyper = {**{k: v for k, v in TINY.items() if k != "output"}, "epochs": 2}
+    est = NMMEstimator(seed=5, ensemble=2, **hyper).fit(trials[:2])
+    assert len(est.members_) == 2 and len(est.trainings_) == 2
+    alone = [NMMEstimator(seed=seed, ensemble=1, **hyper).fit(trials[:2]).predict(trials[2])
+             for seed in (5, 6)]
+    assert not np.allclose(alone[0].excitations[["m4", "m5"]], alone[1].excitations[["m4", "m5"]])
+    pred = est.predict(trials[2])
+    for key in ("excitations", "moments", "forces"):
+        mean = (getattr(alone[0], key).to_numpy() + getattr(alone[1], key).to_numpy()) / 2
+        np.testing.assert_allclose(getattr(pred, key).to_numpy(), mean, rtol=1e-6, atol=1e-9, err_msg=key)
+    est.save(tmp_path)
+    loaded = NMMEstimator.load(tmp_path)
+    assert len(loaded.members_) == 2
+    np.testing.assert_array_equal(loaded.predict(trials[2]).moments.to_numpy(), pred.moments.to_numpy())
+    hp = est.hyperparameters()
+    assert len(hp["physics_parameters"]) == 2 and len(hp["training"]) == 2
+    torch.save(est.members_[0].state_dict(), tmp_path / "weights.pt")  # a single state, not a list
+    with pytest.raises(EstimatorError, match="list of network states"):
+        NMMEstimator.load(tmp_path)
