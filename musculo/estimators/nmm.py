@@ -469,14 +469,22 @@ class NMMEstimator(Estimator):
         self.calibration = calibration
         self.mse = dict(mse or {})
         self.config = NMMConfig.from_mapping({**hyper, "seed": int(seed)})
-        self.module_: NMMModule | None = None  # the first member of members_
         self.members_: list[NMMModule] = []
         self.hidden_: list[str] = []
         self.muscles_: list[str] = []
         self.coordinates_: list[str] = []
         self.dt_: float = 0.0
-        self.training_: TrainingResult | None = None  # the first member's
         self.trainings_: list[TrainingResult] = []
+
+    @property
+    def module_(self) -> NMMModule | None:
+        """The ensemble's first network (None before fitting)."""
+        return self.members_[0] if self.members_ else None
+
+    @property
+    def training_(self) -> TrainingResult | None:
+        """The first network's training record (None before fitting or after loading)."""
+        return self.trainings_[0] if self.trainings_ else None
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, trials: Sequence[TrialData], *, hidden: Sequence[str] = ()) -> Self:
@@ -502,8 +510,7 @@ class NMMEstimator(Estimator):
                 cfg = replace(self.config, seed=self.config.seed + i)
                 members.append(build_module(seen, cfg=cfg, physics=self.physics_config, calibration=start))
                 trainings.append(train_nmm(members[-1], seen, cfg=cfg))
-        self.members_, self.trainings_ = members, trainings
-        self.module_, self.training_, self.hidden_, self.dt_ = members[0], trainings[0], hidden, dt
+        self.members_, self.trainings_, self.hidden_, self.dt_ = members, trainings, hidden, dt
         self.muscles_, self.coordinates_ = muscles, coords
         logger.info("nmm: fitted %d network(s) on %d trials (hidden %s) in %.1f s, best epochs %s",
                     len(members), len(seen), hidden, sum(t.seconds for t in trainings),
@@ -637,8 +644,8 @@ class NMMEstimator(Estimator):
                 ) from exc
             module.eval()
             members.append(module)
-        est.members_, est.module_ = members, members[0]
-        est.hidden_, est.muscles_, est.coordinates_ = list(hp["hidden"]), muscles, coords
+        est.members_, est.hidden_ = members, list(hp["hidden"])
+        est.muscles_, est.coordinates_ = muscles, coords
         est.dt_ = float(hp.get("dt", 0.0))
         return est
 
