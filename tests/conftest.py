@@ -43,19 +43,40 @@ def repo_root() -> Path:
     return REPO
 
 
+WORKFLOW_DIR_ENV = "MUSCULO_TEST_WORKFLOW_DIR"
+"""Where the `workflow_run` fixture runs Snakemake (default: ``<repo>/.test-workflow``)."""
+
+
+def workflow_dir() -> Path:
+    """The `workflow_run` fixture's working folder: the workflow, the configs and the subjects
+    linked from the repository, its own ``results/`` and ``.snakemake/``, so that the tests'
+    CI-settings run never overwrites the repository's ``results/`` of a default run."""
+    import os
+
+    root = Path(os.environ.get(WORKFLOW_DIR_ENV) or REPO / ".test-workflow")
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "config", "subjects"):
+        link = root / name
+        if not link.is_symlink():
+            link.symlink_to(REPO / name)
+    return root
+
+
 @pytest.fixture(scope="session")
 def workflow_run() -> Path:
-    """Run the whole workflow once with the small CI settings; return the results folder.
+    """Run the whole workflow once with the small CI settings; return its results folder.
 
-    Snakemake only redoes what is missing or out of date, so a second session is quick.
-    The run uses --keep-going so that one failing job does not hide the others; the tests that
-    use this fixture check the outputs they need.
+    The run happens in :func:`workflow_dir`, outside the repository's ``results/``. Snakemake only
+    redoes what is missing or out of date, so a second session is quick. The run uses --keep-going
+    so that one failing job does not hide the others; the tests that use this fixture check the
+    outputs they need.
     """
     import os
     import subprocess
     import sys
 
-    log = REPO / "results" / "logs" / "workflow_run.log"
+    cwd = workflow_dir()
+    log = cwd / "results" / "logs" / "workflow_run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/ci.yaml",
@@ -63,11 +84,11 @@ def workflow_run() -> Path:
     ]
     with open(log, "w") as handle:
         proc = subprocess.run(
-            cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+            cmd, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
     if proc.returncode != 0:
         tail = log.read_text()[-6000:]
         pytest.fail(f"snakemake failed (exit {proc.returncode}); end of {log}:\n{tail}")
-    return REPO / "results"
+    return cwd / "results"
 
