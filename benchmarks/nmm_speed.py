@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from musculo.config import load_config
+from musculo.estimators import registry
 from musculo.estimators.nmm import NMMEstimator
 from musculo.estimators.trials import load_trials
 from musculo.physics.muscle import DTYPE
@@ -44,7 +45,16 @@ SYNTHETIC = {
 }
 
 
-def real_subjects(ids: list[str], *, overlays: list[str]) -> dict[str, list]:
+def _settings(overlays: list[str], overrides: dict | None, threads: int):
+    """The workflow's settings (config.yaml, the overlays, a subject's overrides), training threads set."""
+    overrides = dict(overrides or {})
+    if threads:
+        overrides["nmm"] = {**overrides.get("nmm", {}), "threads": threads}
+    return load_settings(REPO / "config" / "config.yaml", overlays, overrides=overrides)
+
+
+def real_subjects(ids: list[str], *, overlays: list[str], threads: int) -> dict[str, tuple]:
+    """Processed demo subjects with EMG: name -> (trials, settings with the subject's overrides)."""
     out = {}
     for sid in ids or discover_subjects(REPO / "subjects"):
         subj = load_subject(REPO / "subjects" / sid / "subject.yaml")
@@ -54,16 +64,18 @@ def real_subjects(ids: list[str], *, overlays: list[str]) -> dict[str, list]:
         if not all((d / "muscle_analysis.npz").is_file() and (d / "emg.sto").is_file() for d in dirs):
             print(f"# {sid}: no processed trials under results/{sid}/; skipped")
             continue
-        settings = load_settings(REPO / "config" / "config.yaml", overlays, overrides=subj.config_overrides)
-        out[sid] = load_trials(subj, dirs, settings=settings)
+        settings = _settings(overlays, subj.config_overrides, threads)
+        out[sid] = (load_trials(subj, dirs, settings=settings), settings)
     return out
 
 
-def synthetic_subjects() -> dict[str, list]:
+def synthetic_subjects(*, overlays: list[str], threads: int) -> dict[str, tuple]:
+    """Synthetic subjects shaped like the demo ones: name -> (trials, settings)."""
     out = {}
+    settings = _settings(overlays, None, threads)
     for name, (n_trials, frames, muscles, unmeasured, rate) in SYNTHETIC.items():
-        out[name] = synthetic_trials(n_trials=n_trials, n_frames=frames, n_muscles=muscles,
-                                     n_synergies=4, n_unmeasured=unmeasured, rate=rate, seed=0)
+        out[name] = (synthetic_trials(n_trials=n_trials, n_frames=frames, n_muscles=muscles,
+                                      n_synergies=4, n_unmeasured=unmeasured, rate=rate, seed=0), settings)
     return out
 
 
@@ -109,14 +121,14 @@ def main() -> None:
         logging.getLogger("musculo").addHandler(logging.StreamHandler())
         logging.getLogger("musculo").setLevel(logging.INFO)
     cfg = load_config(REPO / "config" / "config.yaml", args.overlay)
-    subjects = synthetic_subjects() if args.synthetic else real_subjects(args.subjects, overlays=args.overlay)
+    subjects = (synthetic_subjects(overlays=args.overlay, threads=args.train_threads) if args.synthetic
+                else real_subjects(args.subjects, overlays=args.overlay, threads=args.train_threads))
     if not subjects:
         print("# no subject to time: process subjects first (snakemake) or use --synthetic")
         return
     rows = []
-    for name, trials in subjects.items():
-        hyper = {**cfg["nmm"], "threads": args.train_threads or cfg["nmm"]["threads"]}
-        est = NMMEstimator(physics=cfg["physics"], seed=cfg["seed"], **hyper)
+    for name, (trials, settings) in subjects.items():
+        est = registry.get("nmm").factory(settings)  # as the workflow builds it (mse settings included)
         t0 = time.perf_counter()
         est.fit(trials)
         train_s = time.perf_counter() - t0
