@@ -61,9 +61,11 @@ def _subject_validate(args: argparse.Namespace) -> int:
             status = 1
             print(f"{path}: INVALID ({len(errors)} error(s), {len(problems) - len(errors)} warning(s))")
         else:
+            deep = ("unmeasured muscles: auto" if subject.unmeasured_auto
+                    else f"{len(subject.unmeasured)} unmeasured muscles")
             print(
                 f"{subject.id}: valid ({len(subject.trials)} trials, "
-                f"{len(subject.emg_channels)} EMG channels, {len(subject.unmeasured)} unmeasured muscles"
+                f"{len(subject.emg_channels)} EMG channels, {deep}"
                 f"{', files not opened (--quick)' if args.quick else ''}"
                 f"{f', {len(problems)} warning(s)' if problems else ''})"
             )

@@ -25,6 +25,8 @@ _AXES = {"X": 0, "Y": 1, "Z": 2}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 """Subject ids and trial names: letters, digits, ``_ . -``, not starting with a dot (no ``..``)."""
 OVERRIDABLE = ("import", "emg", "opensim")
+UNMEASURED_AUTO = "auto"
+"""``unmeasured: auto``: estimate every muscle without EMG that spans a tracked coordinate."""
 """Config sections a subject file may override under its ``config`` key."""
 
 
@@ -111,8 +113,15 @@ class Subject:
 
     @property
     def unmeasured(self) -> list[str]:
-        """Model muscles without EMG whose excitations are estimated."""
-        return list(self.raw.get("unmeasured", []))
+        """Model muscles without EMG whose excitations are estimated, as listed (empty for ``auto``:
+        the list then comes from the trials' moment arms, :func:`musculo.physics.data.spanning_muscles`)."""
+        value = self.raw.get("unmeasured", [])
+        return [] if value == UNMEASURED_AUTO else list(value)
+
+    @property
+    def unmeasured_auto(self) -> bool:
+        """Whether ``unmeasured: auto``: every muscle without EMG that spans a tracked coordinate."""
+        return self.raw.get("unmeasured") == UNMEASURED_AUTO
 
     @property
     def hide(self) -> list[str]:

@@ -160,7 +160,7 @@ def test_checksum_mismatch(base, tmp_path):
 
 def test_unknown_muscles_coordinates_and_emg_labels(base):
     folder, raw = base
-    raw["unmeasured"] = [*raw["unmeasured"], "iliacus_typo_r"]
+    raw["unmeasured"] = ["iliacus_r", "iliacus_typo_r"]
     raw["emg"]["channels"]["R_Tib_Ant"] = ["tib_anterior_r"]
     raw["emg"]["channels"]["R_Gastroc"] = raw["emg"]["channels"].pop("R_Gast")
     raw["coordinates"] = [*raw["coordinates"], "knee_flexion_r"]

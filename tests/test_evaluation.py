@@ -184,6 +184,51 @@ def test_model_muscles_selects_measured_with_emg_and_unmeasured():
         model_muscles(trials, measured=["m0", "m5"], unmeasured=["m5"])
 
 
+def test_unmeasured_auto_models_every_muscle_without_emg_that_spans_a_tracked_coordinate(tmp_path):
+    """``unmeasured: auto`` estimates each muscle with a moment arm above 1 mm about a tracked
+    coordinate and no EMG channel; a muscle that spans nothing, or only by less, stays out."""
+    from dataclasses import replace
+
+    import yaml
+    from conftest import REPO
+
+    from musculo.config import validate
+    from musculo.errors import ConfigError
+    from musculo.estimators.trials import load_trials
+    from musculo.physics.data import spanning_muscles
+
+    trials = synthetic_trials(n_trials=2, n_frames=30, n_muscles=8, n_unmeasured=4, seed=4)
+    arms = []
+    for t in trials:
+        arm = t.moment_arm.copy()
+        arm[:, 6] = 0.0  # m6 spans neither coordinate
+        arm[:, 7] = 0.0
+        arm[:, 7, 1] = 0.0008  # m7: below 1 mm everywhere
+        arms.append(replace(t, moment_arm=arm))
+    arms[0].moment_arm[:, 5] = 0.0  # m5 spans in one frame of one trial only
+    arms[1].moment_arm[:, 5] = 0.0
+    arms[1].moment_arm[5, 5, 0] = 0.002
+    assert spanning_muscles(arms, exclude=["m0", "m1", "m2", "m3"]) == ["m4", "m5"]
+    assert spanning_muscles(arms) == ["m0", "m1", "m2", "m3", "m4", "m5"]
+
+    dirs = [write_trial_dir(t, tmp_path / "data" / t.name) for t in arms]
+    subject = synthetic_subject(tmp_path, emg={"channels": {f"c{i}": [f"m{i}"] for i in range(4)}},
+                                unmeasured="auto")
+    assert subject.unmeasured_auto and subject.unmeasured == []
+    loaded = load_trials(subject, dirs, settings=settings(), muscle_set="subject")
+    assert loaded[0].muscles == ["m0", "m1", "m2", "m3", "m4", "m5"]
+    assert loaded[0].measured.tolist() == [True] * 4 + [False] * 2
+    # a listed subject keeps exactly its list
+    listed = synthetic_subject(tmp_path, emg={"channels": {f"c{i}": [f"m{i}"] for i in range(4)}},
+                               unmeasured=["m5"])
+    assert load_trials(listed, dirs, settings=settings())[0].muscles == ["m0", "m1", "m2", "m3", "m5"]
+    # the subject file's schema takes a list or auto, nothing else
+    raw = yaml.safe_load((REPO / "subjects" / "motonms-unipd" / "subject.yaml").read_text())
+    validate({**raw, "unmeasured": "auto"}, "subject", source="subject.yaml")
+    with pytest.raises(ConfigError, match="unmeasured"):
+        validate({**raw, "unmeasured": "all"}, "subject", source="subject.yaml")
+
+
 def _mse_run(tmp_path, name, trials, calibration=None):
     dirs = [write_trial_dir(t, tmp_path / name / "data" / t.name) for t in trials]
     out = tmp_path / name / "mse"

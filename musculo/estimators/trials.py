@@ -18,7 +18,7 @@ import numpy as np
 
 from musculo import logger
 from musculo.errors import InputDataError
-from musculo.physics.data import TrialData, load_trial_dir, select_muscles
+from musculo.physics.data import TrialData, load_trial_dir, select_muscles, spanning_muscles
 from musculo.settings import Settings
 from musculo.subject import Subject
 
@@ -34,7 +34,9 @@ def load_trials(
     """Load each ``results/<s>/<t>/`` folder of ``subject`` as a :class:`TrialData`.
 
     ``muscle_set`` ``subject`` keeps the subject's modelled muscles (its EMG-mapped muscles with a
-    usable channel plus its ``unmeasured`` list, :func:`musculo.physics.data.model_muscles`);
+    usable channel plus its ``unmeasured`` list, :func:`musculo.physics.data.model_muscles`; for
+    ``unmeasured: auto`` every muscle without a channel that spans a tracked coordinate,
+    :func:`musculo.physics.data.spanning_muscles`);
     ``listed`` keeps every muscle the subject file lists (``emg.channels`` and ``unmeasured``), a
     muscle whose channel failed quality staying in as not measured, so that subjects sharing a
     channel map share one muscle set whatever their channel quality (the cross-subject cohorts);
@@ -47,9 +49,12 @@ def load_trials(
     trials = [with_emg_divisors(load_trial_dir(d, coordinates=coords, with_so=with_so,
                                                window=settings.physics.window), subject, d)
               for d in trial_dirs]
-    if muscle_set == "model" or not (subject.measured_muscles or subject.unmeasured):
+    listed = subject.measured_muscles or subject.unmeasured or subject.unmeasured_auto
+    if muscle_set == "model" or not listed:
         return trials
-    return select_muscles(trials, measured=subject.measured_muscles, unmeasured=subject.unmeasured,
+    unmeasured = (spanning_muscles(trials, exclude=subject.measured_muscles) if subject.unmeasured_auto
+                  else subject.unmeasured)
+    return select_muscles(trials, measured=subject.measured_muscles, unmeasured=unmeasured,
                           source=source or f"subject {subject.id}", keep_failed=muscle_set == "listed")
 
 

@@ -334,6 +334,33 @@ def load_trial_dir(
     return trial
 
 
+SPAN_MOMENT_ARM = 1e-3
+"""m: a muscle spans a coordinate when its moment arm about it exceeds this in some frame."""
+
+
+def spanning_muscles(trials: Sequence[TrialData], *, exclude: Sequence[str] = (),
+                     threshold: float = SPAN_MOMENT_ARM) -> list[str]:
+    """Model muscles (model order) whose moment arm about a tracked coordinate exceeds
+    ``threshold`` (m) in some frame of ``trials``, less ``exclude`` (the EMG-mapped muscles).
+
+    This resolves a subject's ``unmeasured: auto``: the muscles the physics core needs so that
+    every muscle acting on the tracked coordinates contributes to their moments, whether or not an
+    electrode reached it.
+    """
+    if not trials:
+        raise InputDataError("unmeasured: auto: no trials to read moment arms from")
+    names = list(trials[0].muscles)
+    arm = np.zeros(len(names))
+    for t in trials:
+        if list(t.muscles) != names:
+            raise InputDataError(f"{t.name}: muscles differ from {trials[0].name}'s; process both with "
+                                 "the same scaled model")
+        if t.moment_arm.size:
+            arm = np.maximum(arm, np.abs(t.moment_arm).max(axis=(0, 2)))
+    skip = set(exclude)
+    return [m for m, a in zip(names, arm, strict=True) if a > threshold and m not in skip]
+
+
 def model_muscles(
     trials: Sequence[TrialData], *, measured: Sequence[str], unmeasured: Sequence[str],
     source: str = "subject file", keep_failed: bool = False,

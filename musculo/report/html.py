@@ -234,7 +234,8 @@ def build_subject_report(
                 "description": subj.raw.get("description", ""),
                 "EMG channels": len(subj.emg_channels),
                 "measured muscles": ", ".join(subj.measured_muscles),
-                "unmeasured muscles": ", ".join(unmeasured),
+                "unmeasured muscles": ("auto: every muscle without EMG that spans a tracked coordinate"
+                                       if subj.unmeasured_auto else ", ".join(unmeasured)),
                 "hidden in turn (LOMO)": ", ".join(subj.hide)}
         if trials is None:
             trials = subj.trial_names("dynamic")
