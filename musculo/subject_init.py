@@ -145,6 +145,8 @@ def draft_subject(
         "# emg:",
         "#   channels:",
         *[f"#     {lab}: [MUSCLE_{'l' if lab.upper().startswith('L') else 'r'}]" for lab in emg],
+        "# coordinates: [hip_flexion_r, knee_angle_r, ankle_angle_r]  # moments the EMG-driven model tracks",
+        "# unmeasured: auto  # estimate every muscle without EMG that spans those coordinates",
         *[f"# NOTE: {n}" for n in notes],
     ]
     text = "\n".join(header) + "\n" + yaml.safe_dump(raw, sort_keys=False)
