@@ -355,6 +355,40 @@ def test_twin_report_draws_the_truth_beside_every_method(cohort: Path, tmp_path:
     assert drawn and not any("TRUTH" in sources for sources in drawn.values())
 
 
+def test_deep_figure_of_an_auto_subject_draws_what_the_emg_driven_methods_estimated(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``unmeasured: auto``: the deep-muscle panels are the EMG-driven predictions' muscles less the
+    EMG-mapped ones (even a muscle whose channel failed quality in the trial), not SO's extra muscles."""
+    import musculo.report.html as html_module
+
+    write_subject_file(tmp_path, "S03")
+    path = tmp_path / "subjects" / "S03" / "subject.yaml"
+    path.write_text(path.read_text().replace(f"unmeasured: [{', '.join(DEEP)}]", "unmeasured: auto"))
+    res = make_results(tmp_path, "S03", seed=7)
+    rng = np.random.default_rng(8)
+    time = np.round(np.arange(0.0, 1.2001, 0.01), 4)
+    emg_left = [m for m in MEASURED.values() if m != "tib_ant_r"]  # TA failed quality in walk1
+    write_sto(res / "walk1" / "emg.sto", _activation(time, emg_left, rng))
+    for method in ("nmm", "mse"):
+        write_sto(res / method / "predictions" / "walk1.excitations.sto",
+                  _activation(time, [*emg_left, *DEEP], rng))
+    write_sto(res / "so" / "predictions" / "walk1.excitations.sto",
+              _activation(time, [*MEASURED.values(), *DEEP, "ercspn_r"], rng))
+    drawn: dict[str, list[str]] = {}
+    real = html_module.overlay_figure
+
+    def spy(**kwargs):
+        drawn[kwargs["title"]] = list(kwargs["columns"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(html_module, "overlay_figure", spy)
+    out = build_subject_report(
+        subject="S03", results_dir=res, evaluation=res / "evaluation.tsv", quality=res / "quality.tsv",
+        output=tmp_path / "report.html", subject_file=path, settings={"dpi": 40})
+    assert drawn["S03 walk1: deep-muscle excitations"] == DEEP
+    assert "auto: every muscle without EMG that spans a tracked coordinate" in out.read_text()
+
+
 def test_report_provenance_and_quality_verdicts(report: Path, cohort: Path) -> None:
     res = cohort / "results" / "S01"
     html = report.read_text()

@@ -225,11 +225,12 @@ def build_subject_report(
     info: dict[str, Any] = {}
     coordinates: list[str] = []
     unmeasured: list[str] = []
+    measured_muscles: list[str] = []
     mass = height = None
     if subject_file is not None:
         subj = load_subject(subject_file)
         mass, height = subj.mass, subj.height
-        coordinates, unmeasured = subj.coordinates, subj.unmeasured
+        coordinates, unmeasured, measured_muscles = subj.coordinates, subj.unmeasured, subj.measured_muscles
         info = {"mass (kg)": mass, "height (m)": height,
                 "description": subj.raw.get("description", ""),
                 "EMG channels": len(subj.emg_channels),
@@ -307,7 +308,7 @@ def build_subject_report(
         so = read_table(tdir / "so_activation.sto")
         _kinematics_figures(ctx, kin, tdir, ik, idt, coordinates)
         _so_emg_figure(ctx, so_emg, tdir, emg, so)
-        _deep_figure(ctx, deep, results, methods, emg, so, unmeasured)
+        _deep_figure(ctx, deep, results, methods, emg, so, unmeasured, measured_muscles)
         _lomo_figure(ctx, lomo, results, methods, tdir, emg)
         _torque_figure(ctx, torque, results, methods, idt, held_out)
     if not methods:
@@ -450,8 +451,12 @@ def _so_emg_figure(ctx: _TrialContext, so_emg: Section, tdir: Path, emg: pd.Data
 
 def _deep_figure(ctx: _TrialContext, deep: Section, results: Path, methods: Sequence[str],
                  emg: pd.DataFrame | None, so: pd.DataFrame | None,
-                 unmeasured: Sequence[str]) -> None:
-    """Each estimator's excitations of the unmeasured muscles (with SO's, and a twin's truth)."""
+                 unmeasured: Sequence[str], measured_muscles: Sequence[str] = ()) -> None:
+    """Each estimator's excitations of the unmeasured muscles (with SO's, and a twin's truth).
+
+    The muscles are the subject's ``unmeasured`` list; for ``unmeasured: auto`` those the
+    EMG-driven methods estimated (their predictions' muscles less ``measured_muscles``, the
+    subject's EMG-mapped ones, and the trial's EMG columns), in model order."""
     predictions = {}
     for m in methods:
         path = results / m / "predictions" / f"{ctx.trial}.excitations.sto"
@@ -461,11 +466,11 @@ def _deep_figure(ctx: _TrialContext, deep: Section, results: Path, methods: Sequ
             deep.missing.append(str(path))
     if not predictions:
         return
-    measured = set(emg.columns) if emg is not None else set()
+    measured = (set(emg.columns) if emg is not None else set()) | set(measured_muscles)
     cols = [c for c in unmeasured if any(c in p.columns for p in predictions.values())]
-    if not cols:
-        cols = list(dict.fromkeys(
-            c for p in predictions.values() for c in p.columns if c not in measured))
+    if not cols:  # unmeasured: auto (or none listed): what the EMG-driven methods estimated
+        driven = [p for k, p in predictions.items() if k != "SO"] or list(predictions.values())
+        cols = list(dict.fromkeys(c for p in driven for c in p.columns if c not in measured))
     cols = _limit(cols, ctx.settings, deep, f"{ctx.trial} deep muscles")
     sources = {**({"TRUTH": ctx.truth} if ctx.truth is not None else {}), **predictions}
     if so is not None:
