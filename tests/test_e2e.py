@@ -83,3 +83,12 @@ def test_cohort_summary(workflow_run):
     summary = pd.read_csv(workflow_run / "summary.tsv", sep="\t")
     assert set(SUBJECTS) <= set(summary["subject"])
     assert (workflow_run / "summary.html").stat().st_size > 0
+
+
+@pytest.mark.workflow
+def test_the_tests_workflow_run_writes_outside_the_repository_results(workflow_run):
+    """The CI-settings run works in its own folder with the repository's workflow and subjects."""
+    assert workflow_run.resolve() != (REPO / "results").resolve()
+    for name in ("Snakefile", "workflow", "config", "subjects"):
+        assert (workflow_run.parent / name).resolve() == (REPO / name).resolve()
+    assert (workflow_run / "summary.tsv").is_file()
