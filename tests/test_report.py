@@ -311,10 +311,23 @@ def test_report_embeds_figures_and_tables_match_evaluation(report: Path, cohort:
     assert "<script" not in html and "http://" not in html and "https://" not in html
 
 
-def test_twin_report_draws_the_truth_beside_every_method(cohort: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def _spy_overlays(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
+    """Record each overlay figure's sources and columns by title, still drawing it."""
     import musculo.report.html as html_module
 
+    drawn: dict[str, dict] = {}
+    real = html_module.overlay_figure
+
+    def spy(**kwargs):
+        drawn[kwargs["title"]] = {"sources": dict(kwargs["sources"]), "columns": list(kwargs["columns"])}
+        return real(**kwargs)
+
+    monkeypatch.setattr(html_module, "overlay_figure", spy)
+    return drawn
+
+
+def test_twin_report_draws_the_truth_beside_every_method(cohort: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     res = cohort / "results" / "S01"
     rng = np.random.default_rng(5)
     muscles = list(MEASURED.values()) + DEEP
@@ -326,14 +339,7 @@ def test_twin_report_draws_the_truth_beside_every_method(cohort: Path, tmp_path:
     truth = tmp_path / "truth.npz"
     np.savez(truth, **arrays)
 
-    drawn: dict[str, dict[str, pd.DataFrame]] = {}
-    real = html_module.overlay_figure
-
-    def spy(**kwargs):
-        drawn[kwargs["title"]] = dict(kwargs["sources"])
-        return real(**kwargs)
-
-    monkeypatch.setattr(html_module, "overlay_figure", spy)
+    drawn = _spy_overlays(monkeypatch)
     out = build_subject_report(
         subject="S01", results_dir=res, evaluation=res / "evaluation.tsv",
         quality=res / "quality.tsv", output=tmp_path / "report.html",
@@ -341,26 +347,24 @@ def test_twin_report_draws_the_truth_beside_every_method(cohort: Path, tmp_path:
         truth=truth)
     for trial in TRIALS:
         for title in ("deep-muscle excitations", "hidden muscles"):
-            sources = drawn[f"S01 {trial}: {title}"]
+            sources = drawn[f"S01 {trial}: {title}"]["sources"]
             assert "TRUTH" in sources and {"NMM", "MSE"} <= set(sources)
             np.testing.assert_array_equal(sources["TRUTH"].to_numpy(), arrays[f"{trial}/excitation"])
             np.testing.assert_array_equal(sources["TRUTH"].index.to_numpy(), time)
-        assert "TRUTH" not in drawn[f"S01 {trial}: joint angles"]
+        assert "TRUTH" not in drawn[f"S01 {trial}: joint angles"]["sources"]
     assert "true excitations (truth.npz)" in out.read_text()
     drawn.clear()
     build_subject_report(
         subject="S01", results_dir=res, evaluation=res / "evaluation.tsv",
         quality=res / "quality.tsv", output=tmp_path / "plain.html",
         subject_file=cohort / "subjects" / "S01" / "subject.yaml", settings={"dpi": 40})
-    assert drawn and not any("TRUTH" in sources for sources in drawn.values())
+    assert drawn and not any("TRUTH" in d["sources"] for d in drawn.values())
 
 
 def test_deep_figure_of_an_auto_subject_draws_what_the_emg_driven_methods_estimated(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``unmeasured: auto``: the deep-muscle panels are the EMG-driven predictions' muscles less the
     EMG-mapped ones (even a muscle whose channel failed quality in the trial), not SO's extra muscles."""
-    import musculo.report.html as html_module
-
     write_subject_file(tmp_path, "S03")
     path = tmp_path / "subjects" / "S03" / "subject.yaml"
     path.write_text(path.read_text().replace(f"unmeasured: [{', '.join(DEEP)}]", "unmeasured: auto"))
@@ -374,18 +378,11 @@ def test_deep_figure_of_an_auto_subject_draws_what_the_emg_driven_methods_estima
                   _activation(time, [*emg_left, *DEEP], rng))
     write_sto(res / "so" / "predictions" / "walk1.excitations.sto",
               _activation(time, [*MEASURED.values(), *DEEP, "ercspn_r"], rng))
-    drawn: dict[str, list[str]] = {}
-    real = html_module.overlay_figure
-
-    def spy(**kwargs):
-        drawn[kwargs["title"]] = list(kwargs["columns"])
-        return real(**kwargs)
-
-    monkeypatch.setattr(html_module, "overlay_figure", spy)
+    drawn = _spy_overlays(monkeypatch)
     out = build_subject_report(
         subject="S03", results_dir=res, evaluation=res / "evaluation.tsv", quality=res / "quality.tsv",
         output=tmp_path / "report.html", subject_file=path, settings={"dpi": 40})
-    assert drawn["S03 walk1: deep-muscle excitations"] == DEEP
+    assert drawn["S03 walk1: deep-muscle excitations"]["columns"] == DEEP
     assert "auto: every muscle without EMG that spans a tracked coordinate" in out.read_text()
 
 
