@@ -25,9 +25,9 @@ _AXES = {"X": 0, "Y": 1, "Z": 2}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 """Subject ids and trial names: letters, digits, ``_ . -``, not starting with a dot (no ``..``)."""
 OVERRIDABLE = ("import", "emg", "opensim")
+"""Config sections a subject file may override under its ``config`` key."""
 UNMEASURED_AUTO = "auto"
 """``unmeasured: auto``: estimate every muscle without EMG that spans a tracked coordinate."""
-"""Config sections a subject file may override under its ``config`` key."""
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,12 @@ def workflow_dir() -> Path:
     CI-settings run never overwrites the repository's ``results/`` of a default run."""
     import os
 
-    root = Path(os.environ.get(WORKFLOW_DIR_ENV) or REPO / ".test-workflow")
+    return link_workflow(Path(os.environ.get(WORKFLOW_DIR_ENV) or REPO / ".test-workflow"))
+
+
+def link_workflow(root: Path) -> Path:
+    """``root`` (made if missing) with links to the repository's Snakefile, workflow, configs and
+    subjects: a folder Snakemake runs in with its own ``results/``."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config", "subjects"):
         link = root / name

@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO
+from conftest import REPO, link_workflow
 
 from musculo.estimators import registry
 from musculo.evaluation import run_evaluation
@@ -49,8 +49,7 @@ def test_toy_estimator_rows_through_the_workflow_with_only_declared_inputs(workf
     """A fresh folder holds the workflow, the subjects and only the estimate rule's declared inputs."""
     sid = "gait2354-subject01"
     subject = load_subject(REPO / "subjects" / sid)
-    for name in ("Snakefile", "workflow", "config", "subjects"):
-        os.symlink(REPO / name, tmp_path / name)
+    link_workflow(tmp_path)
     for trial in subject.trial_names("dynamic"):
         for name in ("muscle_analysis.npz", "id.sto", "events.json"):
             dest = tmp_path / "results" / sid / trial / name

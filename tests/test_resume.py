@@ -13,16 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import link_workflow
 
 SUBJECT = "gait2354-subject01"  # one walk, no EMG: the cheapest full subject
 TARGETS = [f"results/{SUBJECT}/evaluation.tsv", f"results/{SUBJECT}/quality.tsv"]
 
 
-def _workdir(tmp_path: Path) -> Path:
-    for name in ("Snakefile", "workflow", "config", "subjects"):
-        os.symlink(REPO / name, tmp_path / name)
-    return tmp_path
 
 
 def _snakemake(cwd: Path, *extra: str) -> subprocess.Popen:
@@ -56,7 +52,7 @@ def _kill_when(cwd: Path, marker: str, sig: signal.Signals, timeout: float = 600
 
 @pytest.mark.workflow
 def test_killed_runs_resume_to_the_uninterrupted_result(workflow_run, tmp_path):
-    cwd = _workdir(tmp_path)
+    cwd = link_workflow(tmp_path)
     # SIGINT once the import is done, SIGKILL while the OpenSim stages run, SIGKILL during estimation
     _kill_when(cwd, f"results/{SUBJECT}/walk1/markers.trc", signal.SIGINT)
     _kill_when(cwd, f"results/{SUBJECT}/walk1/ik.mot", signal.SIGKILL)
