@@ -364,7 +364,8 @@ def test_twin_report_draws_the_truth_beside_every_method(cohort: Path, tmp_path:
 def test_deep_figure_of_an_auto_subject_draws_what_the_emg_driven_methods_estimated(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``unmeasured: auto``: the deep-muscle panels are the EMG-driven predictions' muscles less the
-    EMG-mapped ones (even a muscle whose channel failed quality in the trial), not SO's extra muscles."""
+    EMG-mapped ones (even a muscle whose channel failed quality in the trial), not SO's extra
+    muscles; the most excited first, so that ``max_panels`` leaves out (and names) the quietest."""
     write_subject_file(tmp_path, "S03")
     path = tmp_path / "subjects" / "S03" / "subject.yaml"
     path.write_text(path.read_text().replace(f"unmeasured: [{', '.join(DEEP)}]", "unmeasured: auto"))
@@ -373,17 +374,24 @@ def test_deep_figure_of_an_auto_subject_draws_what_the_emg_driven_methods_estima
     time = np.round(np.arange(0.0, 1.2001, 0.01), 4)
     emg_left = [m for m in MEASURED.values() if m != "tib_ant_r"]  # TA failed quality in walk1
     write_sto(res / "walk1" / "emg.sto", _activation(time, emg_left, rng))
+    # model order iliopsoas, bifemsh, glut_min; mean excitation bifemsh > iliopsoas > glut_min
+    level = {"iliopsoas_r": 0.5, "bifemsh_r": 1.0, "glut_min_r": 0.1}
     for method in ("nmm", "mse"):
-        write_sto(res / method / "predictions" / "walk1.excitations.sto",
-                  _activation(time, [*emg_left, *DEEP], rng))
-    write_sto(res / "so" / "predictions" / "walk1.excitations.sto",
-              _activation(time, [*MEASURED.values(), *DEEP, "ercspn_r"], rng))
+        table = _activation(time, [*emg_left, *level], rng)
+        for muscle, gain in level.items():
+            table[muscle] = 0.05 + 0.5 * gain * (1.0 + np.sin(2.0 * np.pi * time))
+        write_sto(res / method / "predictions" / "walk1.excitations.sto", table)
+    so = _activation(time, [*MEASURED.values(), *level, "ercspn_r"], rng)
+    so["ercspn_r"] = 1.0  # SO's most active muscle is no EMG-driven estimate: never drawn
+    write_sto(res / "so" / "predictions" / "walk1.excitations.sto", so)
     drawn = _spy_overlays(monkeypatch)
     out = build_subject_report(
         subject="S03", results_dir=res, evaluation=res / "evaluation.tsv", quality=res / "quality.tsv",
-        output=tmp_path / "report.html", subject_file=path, settings={"dpi": 40})
-    assert drawn["S03 walk1: deep-muscle excitations"]["columns"] == DEEP
-    assert "auto: every muscle without EMG that spans a tracked coordinate" in out.read_text()
+        output=tmp_path / "report.html", subject_file=path, settings={"dpi": 40, "max_panels": 2})
+    assert drawn["S03 walk1: deep-muscle excitations"]["columns"] == ["bifemsh_r", "iliopsoas_r"]
+    html = out.read_text()
+    assert "walk1 deep muscles: 1 more not drawn (glut_min_r)" in html
+    assert "auto: every muscle without EMG that spans a tracked coordinate" in html
 
 
 def test_report_provenance_and_quality_verdicts(report: Path, cohort: Path) -> None:

@@ -454,9 +454,11 @@ def _deep_figure(ctx: _TrialContext, deep: Section, results: Path, methods: Sequ
                  unmeasured: Sequence[str], measured_muscles: Sequence[str] = ()) -> None:
     """Each estimator's excitations of the unmeasured muscles (with SO's, and a twin's truth).
 
-    The muscles are the subject's ``unmeasured`` list; for ``unmeasured: auto`` those the
-    EMG-driven methods estimated (their predictions' muscles less ``measured_muscles``, the
-    subject's EMG-mapped ones, and the trial's EMG columns), in model order."""
+    The muscles are the subject's ``unmeasured`` list, in its order. For ``unmeasured: auto``
+    they are those the EMG-driven methods estimated (their predictions' muscles less
+    ``measured_muscles``, the subject's EMG-mapped ones, and the trial's EMG columns), the most
+    excited first (the mean over those methods of each muscle's mean excitation in the trial), so
+    that ``report.max_panels`` keeps the muscles that carry the estimate and names the others."""
     predictions = {}
     for m in methods:
         path = results / m / "predictions" / f"{ctx.trial}.excitations.sto"
@@ -471,6 +473,8 @@ def _deep_figure(ctx: _TrialContext, deep: Section, results: Path, methods: Sequ
     if not cols:  # unmeasured: auto (or none listed): what the EMG-driven methods estimated
         driven = [p for k, p in predictions.items() if k != "SO"] or list(predictions.values())
         cols = list(dict.fromkeys(c for p in driven for c in p.columns if c not in measured))
+        level = {c: float(np.nanmean([p[c].mean() for p in driven if c in p.columns])) for c in cols}
+        cols.sort(key=lambda c: -level[c] if np.isfinite(level[c]) else np.inf)
     cols = _limit(cols, ctx.settings, deep, f"{ctx.trial} deep muscles")
     sources = {**({"TRUTH": ctx.truth} if ctx.truth is not None else {}), **predictions}
     if so is not None:
