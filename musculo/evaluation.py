@@ -54,6 +54,7 @@ from musculo.estimators.trials import (
     usable_emg,
 )
 from musculo.io.atomic import atomic_output
+from musculo.io.events import stance
 from musculo.io.tables import EVALUATION_COLUMNS as COLUMNS
 from musculo.io.tables import write_evaluation_table as write_table
 from musculo.io.tables import write_sto
@@ -120,15 +121,10 @@ def phase_masks(trial: TrialData, coordinate: str) -> dict[str, np.ndarray]:
     no events of that side, or a phase fewer than ``MIN_PHASE_FRAMES`` frames.
     """
     side = {"_r": "right", "_l": "left"}.get(coordinate[-2:])
-    events = (trial.events or {}).get(side or "", {})
-    marks = sorted([(t, "stance") for t in events.get("strike", [])]
-                   + [(t, "swing") for t in events.get("off", [])])
-    if not side or not marks:
+    on = stance((trial.events or {}).get(side or "", {}), trial.time) if side else None
+    if on is None:
         return {}
-    state = np.full(trial.n_frames, "swing" if marks[0][1] == "stance" else "stance", dtype=object)
-    for t, phase in marks:
-        state[trial.time >= t] = phase
-    masks = {phase: state == phase for phase in ("stance", "swing")}
+    masks = {"stance": on, "swing": ~on}
     return {k: v for k, v in masks.items() if int(v.sum()) >= MIN_PHASE_FRAMES}
 
 

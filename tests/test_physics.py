@@ -195,6 +195,9 @@ def test_tables_rounding_times_differently_still_align(tmp_path):
 
 
 def test_contact_window_keeps_force_plate_frames(tmp_path):
+    import pandas as pd
+
+    from musculo.io.tables import write_sto
     from musculo.physics.data import contact_window
 
     trial = synthetic_trials(n_trials=1, n_frames=60)[0]  # 0 .. 0.983 s at 60 Hz
@@ -208,6 +211,24 @@ def test_contact_window_keeps_force_plate_frames(tmp_path):
     assert cropped.n_frames == int(np.sum((trial.time >= 0.2 - 1e-9) & (trial.time <= 0.8 + 1e-9)))
     np.testing.assert_allclose(cropped.id_moment, trial.id_moment[12:49], rtol=1e-5, atol=1e-6)
     assert load_trial_dir(d, window="all").n_frames == 60
+    # A strike marked only by the C3D file's events (right foot at 0.65 s) loads a foot that no
+    # plate measures: the window ends where the ground reactions stop being the ones the feet bear.
+    t = np.round(np.arange(0.0, 1.0, 0.01), 4)
+    def load(a, b):
+        return np.where((t >= a - 1e-9) & (t <= b + 1e-9), 300.0, 0.0)
+
+    grf = {"ground_force_r_vy": load(0.2, 0.6), "ground_force_r_py": 0 * t,
+           "ground_force_l_vy": load(0.5, 0.8)}
+    write_sto(d / "grf.mot", pd.DataFrame(grf, index=pd.Index(t, name="time")))
+    assert contact_window(d / "events.json", grf=d / "grf.mot") == (0.2, 0.8)  # events and plates agree
+    (d / "events.json").write_text(json.dumps(
+        {"right": {"strike": [0.2, 0.65], "off": [0.6]}, "left": {"strike": [0.5], "off": [0.8]}}))
+    assert contact_window(d / "events.json") == (0.2, 0.8)
+    assert contact_window(d / "events.json", grf=d / "grf.mot") == (0.2, 0.7)
+    measured = load_trial_dir(d, window="contact")
+    assert measured.time[0] >= 0.2 - 1e-9 and measured.time[-1] <= 0.7 + 1e-9
+    assert measured.n_frames == int(np.sum((trial.time >= 0.2 - 1e-9) & (trial.time <= 0.7 + 1e-9)))
+    (d / "grf.mot").unlink()
     (d / "events.json").write_text(json.dumps({"right": {"strike": [], "off": []}, "left": {}}))
     assert load_trial_dir(d, window="contact").n_frames == 60  # no contact: every frame, warned
     with pytest.raises(InputDataError, match="physics.window"):

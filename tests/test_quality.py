@@ -52,3 +52,29 @@ def test_path_fit_check_is_listed_and_a_miss_is_flagged_not_failed(tmp_path):
     assert outside["value"] == 0.05 and outside["verdict"] == "PASS"
     arm = rows["moment_arm_rmse"]
     assert arm["verdict"] == "INFO" and "vas_lat_l/knee_angle_l" in arm["flag"] and "OpenSim" in arm["flag"]
+
+
+def test_a_stance_off_the_plates_is_flagged_with_the_span_the_estimators_keep(tmp_path):
+    import json
+
+    from musculo.opensim_tools.quality import measured_rows
+
+    d = tmp_path / "walk1"
+    d.mkdir()
+    t = np.round(np.arange(0.0, 1.0, 0.01), 4)
+
+    def load(a, b):
+        return np.where((t >= a - 1e-9) & (t <= b + 1e-9), 300.0, 0.0)
+
+    grf = {"ground_force_r_vy": load(0.2, 0.6), "ground_force_l_vy": load(0.5, 0.8)}
+    write_sto(d / "grf.mot", pd.DataFrame(grf, index=pd.Index(t, name="time")))
+    events = {"right": {"strike": [0.2], "off": [0.6]}, "left": {"strike": [0.5], "off": [0.8]}}
+    (d / "events.json").write_text(json.dumps(events))
+    (row,) = measured_rows("s", "walk1", d / "events.json")
+    assert row["quantity"] == "unmeasured_load_share" and row["value"] == 0.0 and row["verdict"] == "PASS"
+    events["right"]["strike"].append(0.65)  # marked by the C3D file only: no plate under that foot
+    (d / "events.json").write_text(json.dumps(events))
+    (row,) = measured_rows("s", "walk1", d / "events.json")
+    assert row["verdict"] == "WARN"
+    assert abs(row["value"] - 0.1 / 0.6) < 1e-6
+    assert "0.200-0.700 s of 0.200-0.800 s" in row["flag"]

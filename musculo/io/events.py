@@ -1,22 +1,110 @@
-"""Gait events of a trial (``events.json``, written at import): the force-plate contacts per foot."""
+"""Gait events of a trial (``events.json``, written at import): the foot contacts per foot.
+
+The import finds each foot's contacts on the force plates and merges in the gait events the C3D
+file itself carries, which also mark foot strikes off the plates.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from musculo.errors import InputDataError
 
 PathLike = str | os.PathLike[str]
 
 
-def contact_window(events: PathLike) -> tuple[float, float] | None:
+PLATE_THRESHOLD = 20.0
+"""N: a foot is on a plate while its vertical ground reaction exceeds this (the import's default)."""
+
+EVENT_TOLERANCE = 0.05
+"""s: a foot's stance by its events and its load on a plate may disagree this close to an event."""
+
+
+def stance(side: Mapping[str, Sequence[float]], times: np.ndarray) -> np.ndarray | None:
+    """Stance frames (bool) of one foot at ``times``, from its ``{"strike": [...], "off": [...]}``.
+
+    Stance runs from a strike to the next off; frames before the first event take the phase that
+    event ends. ``None`` when the foot has no event.
+    """
+    marks = sorted([(float(t), True) for t in side.get("strike", [])]
+                   + [(float(t), False) for t in side.get("off", [])], key=lambda m: m[0])
+    if not marks:
+        return None
+    state = np.full(len(times), not marks[0][1])
+    for t, on in marks:
+        state[times >= t] = on
+    return state
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open index runs ``[a, b)`` where ``mask`` is True."""
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+def measured_frames(
+    events: Mapping[str, Mapping[str, Sequence[float]]], grf: PathLike, *,
+    threshold: float = PLATE_THRESHOLD, tolerance: float = EVENT_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Times of ``grf.mot`` and whether each foot's ground reaction there is the one it bears.
+
+    A frame is measured when every foot with events is loaded on a plate (``ground_force_<r|l>_vy``
+    above ``threshold``) exactly while it is in stance by its events, up to ``tolerance`` around
+    either's changes. It is not when a foot stands off the plates (a strike only the C3D file
+    marks: inverse dynamics reads a loaded foot as a swing), or when a plate loads a foot in swing
+    (both feet on one plate, its force given to one of them).
+    """
+    from musculo.io.tables import read_sto
+
+    table = read_sto(grf)
+    time = table.index.to_numpy(dtype=float)
+    ok = np.ones(len(time), dtype=bool)
+    for side, marks in events.items():
+        column = f"ground_force_{str(side)[:1]}_vy"
+        on = stance(marks, time)
+        if on is None or column not in table.columns:
+            continue
+        loaded = np.abs(table[column].to_numpy(dtype=float)) > threshold
+        changes = [float(t) for k in ("strike", "off") for t in marks.get(k, [])]
+        changes += [float(time[a]) for a, _ in _runs(loaded) if a > 0]
+        changes += [float(time[b - 1]) for _, b in _runs(loaded) if b < len(time)]
+        near = np.zeros(len(time), dtype=bool)
+        for t in changes:
+            near |= np.abs(time - t) <= tolerance + 1e-9
+        ok &= (loaded == on) | near
+    return time, ok
+
+
+def plate_span(grf: PathLike, *, threshold: float = PLATE_THRESHOLD) -> tuple[float, float] | None:
+    """First and last time (s) a foot's vertical ground reaction in ``grf.mot`` exceeds ``threshold``."""
+    from musculo.io.tables import read_sto
+
+    table = read_sto(grf)
+    vertical = [c for c in table.columns if str(c).endswith("_vy")]
+    if not vertical:
+        raise InputDataError(f"{grf}: no vertical force column (*_vy); rerun the import stage")
+    loaded = (table[vertical].abs().to_numpy(dtype=float) > threshold).any(axis=1)
+    if not loaded.any():
+        return None
+    time = table.index.to_numpy(dtype=float)[loaded]
+    return float(time[0]), float(time[-1])
+
+
+def contact_window(
+    events: PathLike, *, grf: PathLike | None = None, threshold: float = PLATE_THRESHOLD
+) -> tuple[float, float] | None:
     """The span from the first foot strike to the last foot off of ``events.json`` (s), if any.
 
-    The events are the force-plate contacts found at import, so inside this span the ground
-    reactions that inverse dynamics needs are measured (outside it a foot may be on the floor off
-    the plates and the inverse-dynamics moments are meaningless).
+    With ``grf`` (the trial's ``grf.mot``) the span is also kept within the plates' contacts
+    (:func:`plate_span`) and, inside them, to the longest run of frames whose ground reactions are
+    measured (:func:`measured_frames`): a strike the C3D file marks off the plates loads a foot
+    whose ground reaction no plate measured, and a plate both feet step on gives both loads to one
+    foot; there the inverse-dynamics moments are meaningless. ``None`` when no span is left.
     """
     path = Path(events)
     try:
@@ -27,4 +115,19 @@ def contact_window(events: PathLike) -> tuple[float, float] | None:
     offs = [float(t) for side in data.values() for t in side.get("off", [])]
     if not strikes or not offs or max(offs) <= min(strikes):
         return None
-    return min(strikes), max(offs)
+    start, end = min(strikes), max(offs)
+    if grf is None:
+        return start, end
+    plates = plate_span(grf, threshold=threshold)
+    if plates is None:
+        return None
+    start, end = max(start, plates[0]), min(end, plates[1])
+    time, ok = measured_frames(data, grf, threshold=threshold)
+    inside = (time >= start - 1e-9) & (time <= end + 1e-9)
+    runs = _runs(ok & inside)
+    if not runs:
+        return None
+    a, b = max(runs, key=lambda r: r[1] - r[0])
+    if b - a < 2:
+        return None
+    return max(start, float(time[a])), min(end, float(time[b - 1]))

@@ -161,7 +161,8 @@ def _by_trial(paths: Sequence[PathLike]) -> dict[str, Path]:
 def stance_residuals(
     residuals: PathLike, id_moments: PathLike, events: PathLike
 ) -> dict[str, dict[str, Any]]:
-    """Pelvis residuals over the force-plate contact span of the trial (first strike to last foot off).
+    """Pelvis residuals over the force-plate contact span of the trial (first strike to last foot off,
+    within the plates' contacts of the trial's ``grf.mot``).
 
     Outside that span a foot may be on the floor off the plates, so inverse dynamics misses a ground
     reaction and the residuals say nothing about the data's consistency. Returns, per residual
@@ -171,7 +172,8 @@ def stance_residuals(
     from musculo.io.tables import read_sto
 
     info = _json(residuals)
-    span = contact_window(events)
+    grf = Path(events).parent / "grf.mot"
+    span = contact_window(events, grf=grf if grf.is_file() else None)
     if span is None:
         return {}
     table = read_sto(id_moments)
@@ -190,6 +192,34 @@ def stance_residuals(
         out[coord] = {"rms": rms, "max_abs": float(np.max(np.abs(x))), "rms_pct": 100.0 * rms / scale,
                       "unit": entry.get("unit", "")}
     return out
+
+
+def measured_rows(subject: str, trial: str, events: PathLike) -> list[dict[str, Any]]:
+    """Share of the trial's contact span whose ground reactions the plates did not measure.
+
+    The span runs from the first foot strike to the last foot off of ``events.json``; the
+    estimators keep to the longest run of it where every foot bears the reaction its plate
+    measured (:func:`musculo.io.events.contact_window` with the trial's ``grf.mot``). Frames left
+    out had a foot standing off the plates or two feet on one plate; the row warns and names the
+    span kept. No row without ``grf.mot`` or a contact span.
+    """
+    grf = Path(events).parent / "grf.mot"
+    span = contact_window(events)
+    if span is None or not grf.is_file():
+        return []
+    kept = contact_window(events, grf=grf)
+    length = span[1] - span[0]
+    share = 1.0 - ((kept[1] - kept[0]) / length if kept is not None else 0.0)
+    share = max(0.0, min(1.0, share))
+    row = _row(subject, trial, "id", "unmeasured_load_share", share, "share")
+    if share > 0.01:
+        row["verdict"] = "WARN"
+        what = "a foot off the plates or two on one plate"
+        used = f"estimators use {kept[0]:.3f}-{kept[1]:.3f} s" if kept is not None else "no span is measured"
+        row["flag"] = f"{what}: {used} of {span[0]:.3f}-{span[1]:.3f} s"
+    else:
+        row["verdict"] = "PASS"
+    return [row]
 
 
 def write_quality_table(
@@ -225,7 +255,8 @@ def write_quality_table(
     ``reserve_limit``); each row records the limit it was judged against and its verdict
     (:func:`verdict`), and the report renders these rows as they are. Pelvis residuals are judged
     over the force-plate contact span (``id_moments`` + ``events`` of the trial, see
-    :func:`stance_residuals`); over the whole window they are listed for information. Per-trial
+    :func:`stance_residuals`); over the whole window they are listed for information; the share of
+    the contact span left out for unmeasured loads is listed per trial (:func:`measured_rows`). Per-trial
     files are named by their trial folder (``results/<s>/<trial>/...``). With ``model`` and
     ``ik_mots``, IK frames outside the model's coordinate ranges are judged against
     ``range_share_limit`` (:func:`range_rows`). With ``emg_normalisation``, an EMG channel's
@@ -264,6 +295,8 @@ def write_quality_table(
             for key, unit in (("rms_pct_bw", "%BW"), ("rms_pct_bw_height", "%BWxH")):
                 if key in entry:
                     rows.append(_row(subject, trial, "id", f"window_{key}:{coord}", entry[key], unit))
+        if trial in evts:
+            rows += measured_rows(subject, trial, evts[trial])
         if trial in moments and trial in evts:
             for coord, st in stance_residuals(path, moments[trial], evts[trial]).items():
                 force = st["unit"] == "N"

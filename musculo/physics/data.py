@@ -298,8 +298,9 @@ def load_trial_dir(
     """Load ``results/<s>/<t>/`` (``muscle_analysis.npz``, ``id.sto``, ``emg.sto``, ``so_activation.sto``).
 
     ``window``: ``"all"`` keeps every frame; ``"contact"`` keeps the frames inside
-    :func:`contact_window` of the folder's ``events.json`` (every frame, with a warning, when the
-    trial has no foot strike and foot off on a plate).
+    :func:`contact_window` of the folder's ``events.json`` and ``grf.mot``: the longest span of
+    foot contacts whose ground reactions the plates measured (every frame, with a warning, when
+    the trial has none).
     """
     if window not in WINDOWS:
         raise InputDataError(f"physics.window: {window!r} is not one of {list(WINDOWS)}")
@@ -322,9 +323,10 @@ def load_trial_dir(
         except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("%s: gait events unreadable (%s); no stance/swing metrics", d / "events.json", exc)
     if window == "contact":
-        span = contact_window(d / "events.json")
+        grf = d / "grf.mot"
+        span = contact_window(d / "events.json", grf=grf if grf.is_file() else None)
         if span is None:
-            logger.warning("%s: no foot strike and foot off on a force plate; every frame kept",
+            logger.warning("%s: no span of foot contacts measured by the force plates; every frame kept",
                            d / "events.json")
             return trial
         start, end = max(span[0], trial.time[0]), min(span[1], trial.time[-1])
