@@ -225,6 +225,9 @@ def test_contact_window_keeps_force_plate_frames(tmp_path):
         {"right": {"strike": [0.2, 0.65], "off": [0.6]}, "left": {"strike": [0.5], "off": [0.8]}}))
     assert contact_window(d / "events.json") == (0.2, 0.8)
     assert contact_window(d / "events.json", grf=d / "grf.mot") == (0.2, 0.7)
+    # Within the frames a trial holds (a window cut short): the measured part of them, or none.
+    assert contact_window(d / "events.json", grf=d / "grf.mot", within=(0.0, 0.3)) == (0.2, 0.3)
+    assert contact_window(d / "events.json", grf=d / "grf.mot", within=(0.75, 0.99)) is None
     measured = load_trial_dir(d, window="contact")
     assert measured.time[0] >= 0.2 - 1e-9 and measured.time[-1] <= 0.7 + 1e-9
     assert measured.n_frames == int(np.sum((trial.time >= 0.2 - 1e-9) & (trial.time <= 0.7 + 1e-9)))

@@ -96,7 +96,8 @@ def plate_span(grf: PathLike, *, threshold: float = PLATE_THRESHOLD) -> tuple[fl
 
 
 def contact_window(
-    events: PathLike, *, grf: PathLike | None = None, threshold: float = PLATE_THRESHOLD
+    events: PathLike, *, grf: PathLike | None = None, threshold: float = PLATE_THRESHOLD,
+    within: tuple[float, float] | None = None,
 ) -> tuple[float, float] | None:
     """The span from the first foot strike to the last foot off of ``events.json`` (s), if any.
 
@@ -104,7 +105,8 @@ def contact_window(
     (:func:`plate_span`) and, inside them, to the longest run of frames whose ground reactions are
     measured (:func:`measured_frames`): a strike the C3D file marks off the plates loads a foot
     whose ground reaction no plate measured, and a plate both feet step on gives both loads to one
-    foot; there the inverse-dynamics moments are meaningless. ``None`` when no span is left.
+    foot; there the inverse-dynamics moments are meaningless. ``within`` (s) bounds the search to
+    the frames a trial holds (a window cut short by ``max_frames``). ``None`` when no span is left.
     """
     path = Path(events)
     try:
@@ -116,6 +118,10 @@ def contact_window(
     if not strikes or not offs or max(offs) <= min(strikes):
         return None
     start, end = min(strikes), max(offs)
+    if within is not None:
+        start, end = max(start, float(within[0])), min(end, float(within[1]))
+        if end <= start:
+            return None
     if grf is None:
         return start, end
     plates = plate_span(grf, threshold=threshold)

@@ -194,20 +194,23 @@ def stance_residuals(
     return out
 
 
-def measured_rows(subject: str, trial: str, events: PathLike) -> list[dict[str, Any]]:
+def measured_rows(
+    subject: str, trial: str, events: PathLike, within: tuple[float, float] | None = None
+) -> list[dict[str, Any]]:
     """Share of the trial's contact span whose ground reactions the plates did not measure.
 
     The span runs from the first foot strike to the last foot off of ``events.json``; the
     estimators keep to the longest run of it where every foot bears the reaction its plate
     measured (:func:`musculo.io.events.contact_window` with the trial's ``grf.mot``). Frames left
     out had a foot standing off the plates or two feet on one plate; the row warns and names the
-    span kept. No row without ``grf.mot`` or a contact span.
+    span kept. ``within`` (s): the frames the trial's inverse dynamics holds. No row without
+    ``grf.mot`` or a contact span.
     """
     grf = Path(events).parent / "grf.mot"
-    span = contact_window(events)
+    span = contact_window(events, within=within)
     if span is None or not grf.is_file():
         return []
-    kept = contact_window(events, grf=grf)
+    kept = contact_window(events, grf=grf, within=within)
     length = span[1] - span[0]
     share = 1.0 - ((kept[1] - kept[0]) / length if kept is not None else 0.0)
     share = max(0.0, min(1.0, share))
@@ -296,7 +299,9 @@ def write_quality_table(
                 if key in entry:
                     rows.append(_row(subject, trial, "id", f"window_{key}:{coord}", entry[key], unit))
         if trial in evts:
-            rows += measured_rows(subject, trial, evts[trial])
+            held = read_sto(moments[trial]).index if trial in moments else None
+            within = (float(held[0]), float(held[-1])) if held is not None and len(held) else None
+            rows += measured_rows(subject, trial, evts[trial], within=within)
         if trial in moments and trial in evts:
             for coord, st in stance_residuals(path, moments[trial], evts[trial]).items():
                 force = st["unit"] == "N"

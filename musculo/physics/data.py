@@ -324,12 +324,14 @@ def load_trial_dir(
             logger.warning("%s: gait events unreadable (%s); no stance/swing metrics", d / "events.json", exc)
     if window == "contact":
         grf = d / "grf.mot"
-        span = contact_window(d / "events.json", grf=grf if grf.is_file() else None)
-        if span is None:
-            logger.warning("%s: no span of foot contacts measured by the force plates; every frame kept",
-                           d / "events.json")
+        span = contact_window(d / "events.json", grf=grf if grf.is_file() else None,
+                              within=(float(trial.time[0]), float(trial.time[-1])))
+        held = 0 if span is None else np.sum((trial.time >= span[0] - 1e-9) & (trial.time <= span[1] + 1e-9))
+        if span is None or held < 2:
+            logger.warning("%s: no span of foot contacts measured by the force plates in %.3f-%.3f s; "
+                           "every frame kept", d / "events.json", trial.time[0], trial.time[-1])
             return trial
-        start, end = max(span[0], trial.time[0]), min(span[1], trial.time[-1])
+        start, end = span
         trial = trial.window(start - 1e-9, end + 1e-9, name=trial.name)
         logger.info("%s: frames of %.3f-%.3f s (force-plate contact), %d frames", d.name, start, end,
                     trial.n_frames)
