@@ -12,10 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from musculo.errors import InputDataError
-from musculo.signals import runs
 
 PathLike = str | os.PathLike[str]
 
@@ -43,12 +41,17 @@ def stance(side: Mapping[str, Sequence[float]], times: np.ndarray) -> np.ndarray
     return state
 
 
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open index runs ``[a, b)`` where ``mask`` is True."""
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
 def measured_frames(
-    events: Mapping[str, Mapping[str, Sequence[float]]], table: pd.DataFrame, *,
+    events: Mapping[str, Mapping[str, Sequence[float]]], grf: PathLike, *,
     threshold: float = PLATE_THRESHOLD, tolerance: float = EVENT_TOLERANCE,
-) -> np.ndarray:
-    """Whether, at each frame of ``table`` (a ``grf.mot`` read by ``read_sto``), each foot bears the
-    ground reaction the plates give it.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Times of ``grf.mot`` and whether each foot's ground reaction there is the one it bears.
 
     A frame is measured when every foot with events is loaded on a plate (``ground_force_<r|l>_vy``
     above ``threshold``) exactly while it is in stance by its events, up to ``tolerance`` around
@@ -56,6 +59,9 @@ def measured_frames(
     marks: inverse dynamics reads a loaded foot as a swing), or when a plate loads a foot in swing
     (both feet on one plate, its force given to one of them).
     """
+    from musculo.io.tables import read_sto
+
+    table = read_sto(grf)
     time = table.index.to_numpy(dtype=float)
     ok = np.ones(len(time), dtype=bool)
     for side, marks in events.items():
@@ -65,29 +71,23 @@ def measured_frames(
             continue
         loaded = np.abs(table[column].to_numpy(dtype=float)) > threshold
         changes = [float(t) for k in ("strike", "off") for t in marks.get(k, [])]
-        changes += [float(time[a]) for a, _ in runs(loaded) if a > 0]
-        changes += [float(time[b - 1]) for _, b in runs(loaded) if b < len(time)]
+        changes += [float(time[a]) for a, _ in _runs(loaded) if a > 0]
+        changes += [float(time[b - 1]) for _, b in _runs(loaded) if b < len(time)]
         near = np.zeros(len(time), dtype=bool)
         for t in changes:
             near |= np.abs(time - t) <= tolerance + 1e-9
         ok &= (loaded == on) | near
-    return ok
+    return time, ok
 
 
-def plate_file(events: PathLike) -> Path | None:
-    """The trial's ``grf.mot`` beside its ``events.json``, if it has one."""
-    grf = Path(events).parent / "grf.mot"
-    return grf if grf.is_file() else None
+def plate_span(grf: PathLike, *, threshold: float = PLATE_THRESHOLD) -> tuple[float, float] | None:
+    """First and last time (s) a foot's vertical ground reaction in ``grf.mot`` exceeds ``threshold``."""
+    from musculo.io.tables import read_sto
 
-
-def plate_span(
-    table: pd.DataFrame, *, threshold: float = PLATE_THRESHOLD, source: PathLike = "grf.mot"
-) -> tuple[float, float] | None:
-    """First and last time (s) a foot's vertical ground reaction in ``table`` (a ``grf.mot``)
-    exceeds ``threshold``."""
+    table = read_sto(grf)
     vertical = [c for c in table.columns if str(c).endswith("_vy")]
     if not vertical:
-        raise InputDataError(f"{source}: no vertical force column (*_vy); rerun the import stage")
+        raise InputDataError(f"{grf}: no vertical force column (*_vy); rerun the import stage")
     loaded = (table[vertical].abs().to_numpy(dtype=float) > threshold).any(axis=1)
     if not loaded.any():
         return None
@@ -124,20 +124,16 @@ def contact_window(
             return None
     if grf is None:
         return start, end
-    from musculo.io.tables import read_sto
-
-    table = read_sto(grf)
-    plates = plate_span(table, threshold=threshold, source=grf)
+    plates = plate_span(grf, threshold=threshold)
     if plates is None:
         return None
     start, end = max(start, plates[0]), min(end, plates[1])
-    time = table.index.to_numpy(dtype=float)
-    ok = measured_frames(data, table, threshold=threshold)
+    time, ok = measured_frames(data, grf, threshold=threshold)
     inside = (time >= start - 1e-9) & (time <= end + 1e-9)
-    spans = runs(ok & inside)
-    if not spans:
+    runs = _runs(ok & inside)
+    if not runs:
         return None
-    a, b = max(spans, key=lambda r: r[1] - r[0])
+    a, b = max(runs, key=lambda r: r[1] - r[0])
     if b - a < 2:
         return None
     return max(start, float(time[a])), min(end, float(time[b - 1]))
