@@ -12,10 +12,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from musculo.errors import InputDataError
+from musculo.io.tables import read_sto
 
 PathLike = str | os.PathLike[str]
+GroundReactions = PathLike | pd.DataFrame
+"""A trial's ``grf.mot``: its path, or the table :func:`musculo.io.tables.read_sto` read from it."""
 
 
 PLATE_THRESHOLD = 20.0
@@ -41,6 +45,17 @@ def stance(side: Mapping[str, Sequence[float]], times: np.ndarray) -> np.ndarray
     return state
 
 
+def plate_file(events: PathLike) -> Path | None:
+    """The ``grf.mot`` the import wrote beside a trial's ``events.json``; ``None`` when there is none."""
+    grf = Path(events).parent / "grf.mot"
+    return grf if grf.is_file() else None
+
+
+def _reactions(grf: GroundReactions) -> pd.DataFrame:
+    """The ground-reaction table of ``grf`` (read once by the caller when it is a path)."""
+    return grf if isinstance(grf, pd.DataFrame) else read_sto(grf)
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Half-open index runs ``[a, b)`` where ``mask`` is True."""
     edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
@@ -48,7 +63,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def measured_frames(
-    events: Mapping[str, Mapping[str, Sequence[float]]], grf: PathLike, *,
+    events: Mapping[str, Mapping[str, Sequence[float]]], grf: GroundReactions, *,
     threshold: float = PLATE_THRESHOLD, tolerance: float = EVENT_TOLERANCE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Times of ``grf.mot`` and whether each foot's ground reaction there is the one it bears.
@@ -59,9 +74,7 @@ def measured_frames(
     marks: inverse dynamics reads a loaded foot as a swing), or when a plate loads a foot in swing
     (both feet on one plate, its force given to one of them).
     """
-    from musculo.io.tables import read_sto
-
-    table = read_sto(grf)
+    table = _reactions(grf)
     time = table.index.to_numpy(dtype=float)
     ok = np.ones(len(time), dtype=bool)
     for side, marks in events.items():
@@ -80,14 +93,18 @@ def measured_frames(
     return time, ok
 
 
-def plate_span(grf: PathLike, *, threshold: float = PLATE_THRESHOLD) -> tuple[float, float] | None:
-    """First and last time (s) a foot's vertical ground reaction in ``grf.mot`` exceeds ``threshold``."""
-    from musculo.io.tables import read_sto
+def plate_span(grf: GroundReactions, *, threshold: float = PLATE_THRESHOLD,
+               source: PathLike = "grf.mot") -> tuple[float, float] | None:
+    """First and last time (s) a foot's vertical ground reaction in ``grf.mot`` exceeds ``threshold``.
 
-    table = read_sto(grf)
+    ``source`` names the file in the error when ``grf`` is an already-read table.
+    """
+    table = _reactions(grf)
+    if not isinstance(grf, pd.DataFrame):
+        source = grf
     vertical = [c for c in table.columns if str(c).endswith("_vy")]
     if not vertical:
-        raise InputDataError(f"{grf}: no vertical force column (*_vy); rerun the import stage")
+        raise InputDataError(f"{source}: no vertical force column (*_vy); rerun the import stage")
     loaded = (table[vertical].abs().to_numpy(dtype=float) > threshold).any(axis=1)
     if not loaded.any():
         return None
@@ -96,7 +113,7 @@ def plate_span(grf: PathLike, *, threshold: float = PLATE_THRESHOLD) -> tuple[fl
 
 
 def contact_window(
-    events: PathLike, *, grf: PathLike | None = None, threshold: float = PLATE_THRESHOLD,
+    events: PathLike, *, grf: GroundReactions | None = None, threshold: float = PLATE_THRESHOLD,
     within: tuple[float, float] | None = None,
 ) -> tuple[float, float] | None:
     """The span from the first foot strike to the last foot off of ``events.json`` (s), if any.
@@ -124,11 +141,13 @@ def contact_window(
             return None
     if grf is None:
         return start, end
-    plates = plate_span(grf, threshold=threshold)
+    table = _reactions(grf)
+    source = path.parent / "grf.mot" if isinstance(grf, pd.DataFrame) else grf
+    plates = plate_span(table, threshold=threshold, source=source)
     if plates is None:
         return None
     start, end = max(start, plates[0]), min(end, plates[1])
-    time, ok = measured_frames(data, grf, threshold=threshold)
+    time, ok = measured_frames(data, table, threshold=threshold)
     inside = (time >= start - 1e-9) & (time <= end + 1e-9)
     runs = _runs(ok & inside)
     if not runs:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from musculo.errors import InputDataError
 from musculo.io.atomic import atomic_output
-from musculo.io.events import contact_window
+from musculo.io.events import contact_window, plate_file
 from musculo.opensim_tools.common import PathLike
 
 COLUMNS = ["subject", "trial", "stage", "quantity", "value", "unit", "limit", "verdict", "flag"]
@@ -172,8 +172,7 @@ def stance_residuals(
     from musculo.io.tables import read_sto
 
     info = _json(residuals)
-    grf = Path(events).parent / "grf.mot"
-    span = contact_window(events, grf=grf if grf.is_file() else None)
+    span = contact_window(events, grf=plate_file(events))
     if span is None:
         return {}
     table = read_sto(id_moments)
@@ -206,9 +205,9 @@ def measured_rows(
     span kept. ``within`` (s): the frames the trial's inverse dynamics holds. No row without
     ``grf.mot`` or a contact span.
     """
-    grf = Path(events).parent / "grf.mot"
+    grf = plate_file(events)
     span = contact_window(events, within=within)
-    if span is None or not grf.is_file():
+    if span is None or grf is None:
         return []
     kept = contact_window(events, grf=grf, within=within)
     length = span[1] - span[0]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from musculo import logger
 from musculo.errors import InputDataError
-from musculo.io.events import contact_window
+from musculo.io.events import contact_window, plate_file
 from musculo.io.tables import covers, read_sto
 
 PathLike = str | os.PathLike[str]
@@ -323,8 +323,7 @@ def load_trial_dir(
         except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("%s: gait events unreadable (%s); no stance/swing metrics", d / "events.json", exc)
     if window == "contact":
-        grf = d / "grf.mot"
-        span = contact_window(d / "events.json", grf=grf if grf.is_file() else None,
+        span = contact_window(d / "events.json", grf=plate_file(d / "events.json"),
                               within=(float(trial.time[0]), float(trial.time[-1])))
         held = 0 if span is None else np.sum((trial.time >= span[0] - 1e-9) & (trial.time <= span[1] + 1e-9))
         if span is None or held < 2:
