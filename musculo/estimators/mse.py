@@ -211,17 +211,7 @@ class MSEEstimator(Estimator):
         scale = torch.as_tensor(np.concatenate([t.id_moment for t in trials]).std(axis=0) + 1e-3, dtype=DTYPE)
         n_frames = sum(t.n_frames for t in trials)
         prior_weight = float(self.physics.prior_weight)
-        calibrated = [getattr(model, k) for k in model.PER_MUSCLE + model.SHARED
-                      if getattr(model, k).raw.requires_grad]
-        start = [b.value.detach().clone() for b in calibrated]
-
-        def prior() -> torch.Tensor:
-            """Mean squared change of the calibrated parameters, as a fraction of their bound range."""
-            if not calibrated or prior_weight == 0.0:
-                return torch.zeros((), dtype=DTYPE)
-            terms = [(((b.value - s0) / (b.hi - b.lo)) ** 2).mean() for b, s0 in zip(calibrated, start,
-                                                                                   strict=True)]
-            return prior_weight * torch.stack(terms).mean()
+        change = model.change_penalty()
 
         def loss_fn() -> torch.Tensor:
             residual = self.residual_bound * torch.tanh(residual_raw)
@@ -242,7 +232,7 @@ class MSEEstimator(Estimator):
                 mag = mag + (unm**2).sum()
             n_unm = max(len(uidx), 1)
             return (total / n_frames / len(self.coordinates_) + self.magnitude_weight * mag / n_frames / n_unm
-                    + prior())
+                    + prior_weight * change())
 
         physics_params = [p for p in model.parameters() if p.requires_grad]
         params = [weights, *physics_params] + ([residual_raw] if self.residuals else []) \

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -201,6 +201,27 @@ class MuscleModel(nn.Module):
             raise EstimatorError(f"physics.calibrate: unknown parameters {sorted(unknown)}")
         for key in self.PER_MUSCLE + self.SHARED:
             getattr(self, key).raw.requires_grad_(key in names and (key != "delay" or self.use_delay))
+
+    def change_penalty(self) -> Callable[[], torch.Tensor]:
+        """A prior on the trainable parameters, from their values now.
+
+        The returned function gives the mean, over the trainable parameters, of their mean squared
+        change since this call as a fraction of their bound range (0 when nothing is trainable).
+        Weighted by ``physics.prior_weight`` it keeps a fit from trading an excitation for a
+        strength (or a gain, a fibre length) further than the data demand.
+        """
+        trainable = [getattr(self, k) for k in self.PER_MUSCLE + self.SHARED
+                     if getattr(self, k).raw.requires_grad]
+        start = [b.value.detach().clone() for b in trainable]
+
+        def penalty() -> torch.Tensor:
+            if not trainable:
+                return torch.zeros((), dtype=DTYPE)
+            terms = [(((b.value - s0) / (b.hi - b.lo)) ** 2).mean() for b, s0 in zip(trainable, start,
+                                                                                   strict=True)]
+            return torch.stack(terms).mean()
+
+        return penalty
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable parameter values (per-muscle values keyed by muscle name)."""
