@@ -78,3 +78,35 @@ def test_a_stance_off_the_plates_is_flagged_with_the_span_the_estimators_keep(tm
     assert row["verdict"] == "WARN"
     assert abs(row["value"] - 0.1 / 0.6) < 1e-6
     assert "0.200-0.700 s of 0.200-0.800 s" in row["flag"]
+
+
+def test_pelvis_residuals_are_judged_on_the_frames_the_estimators_keep(tmp_path):
+    """The residual window is the estimators' (``contact_window`` within the frames ID holds)."""
+    import json
+
+    from musculo.opensim_tools.quality import stance_residuals
+
+    d = tmp_path / "walk1"
+    d.mkdir()
+    t = np.round(np.arange(0.0, 1.0, 0.01), 4)
+    grf = {"ground_force_r_vy": np.where((t >= 0.2 - 1e-9) & (t <= 0.9 + 1e-9), 300.0, 0.0),
+           "ground_force_l_vy": np.zeros_like(t)}
+    write_sto(d / "grf.mot", pd.DataFrame(grf, index=pd.Index(t, name="time")))
+    # the left foot stands off the plates at 0.40-0.60 s: measured runs 0.20-0.45 and 0.55-0.90 s
+    events = {"right": {"strike": [0.2], "off": [0.9]}, "left": {"strike": [0.4], "off": [0.6]}}
+    (d / "events.json").write_text(json.dumps(events))
+    info = {"body_weight": 100.0, "height": 1.0,
+            "coordinates": {"pelvis_ty": {"column": "pelvis_ty_force", "unit": "N"}}}
+    (d / "residuals.json").write_text(json.dumps(info))
+
+    def rms_over(held: np.ndarray) -> float:
+        moments = pd.DataFrame({"pelvis_ty_force": held}, index=pd.Index(held, name="time"))
+        write_sto(d / "id.sto", moments)  # the residual equals the time: its RMS tells the frames
+        return stance_residuals(d / "residuals.json", d / "id.sto", d / "events.json")["pelvis_ty"]["rms"]
+
+    def rms(a: float, b: float) -> float:
+        return float(np.sqrt(np.mean(t[(t >= a - 1e-9) & (t <= b + 1e-9)] ** 2)))
+
+    assert abs(rms_over(t) - rms(0.55, 0.9)) < 1e-6  # the longest measured run
+    # a trial cut short (max_frames) to 0-0.5 s: the measured run within its frames, as the estimators
+    assert abs(rms_over(t[t <= 0.5 + 1e-9]) - rms(0.2, 0.45)) < 1e-6

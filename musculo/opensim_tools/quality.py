@@ -162,7 +162,8 @@ def stance_residuals(
     residuals: PathLike, id_moments: PathLike, events: PathLike
 ) -> dict[str, dict[str, Any]]:
     """Pelvis residuals over the force-plate contact span of the trial (first strike to last foot off,
-    within the plates' contacts of the trial's ``grf.mot``).
+    within the plates' contacts of the trial's ``grf.mot`` and the frames of ``id_moments``: the
+    frames the estimators keep, :func:`musculo.io.events.contact_window`).
 
     Outside that span a foot may be on the floor off the plates, so inverse dynamics misses a ground
     reaction and the residuals say nothing about the data's consistency. Returns, per residual
@@ -172,11 +173,13 @@ def stance_residuals(
     from musculo.io.tables import read_sto
 
     info = _json(residuals)
-    span = contact_window(events, grf=plate_file(events))
-    if span is None:
-        return {}
     table = read_sto(id_moments)
     time = table.index.to_numpy(dtype=float)
+    if len(time) < 2:
+        return {}
+    span = contact_window(events, grf=plate_file(events), within=(float(time[0]), float(time[-1])))
+    if span is None:
+        return {}
     keep = (time >= span[0] - 1e-9) & (time <= span[1] + 1e-9)
     if keep.sum() < 2:
         return {}
