@@ -132,7 +132,6 @@ class NMMSettings(Section):
     consistency_weight: float
     smoothness_weight: float
     magnitude_weight: float
-    prior_weight: float
     physics_parameters: tuple[str, ...]
     output: str
     n_synergies: int | None

@@ -81,7 +81,7 @@ def test_gradients_flow_into_subject_parameters(trials):
     windows = _make_windows(trials, module, frames=20, context=module.net.receptive_field - 1, stride=10)
     terms = _losses(module, windows, cfg=cfg, dt=trials[0].dt, context=module.net.receptive_field - 1,
                     moment_scale=torch.ones(len(trials[0].coordinates), dtype=torch.float64),
-                    generator=torch.Generator().manual_seed(0), prior=module.physics.change_penalty())
+                    generator=torch.Generator().manual_seed(0))
     terms["total"].backward()
     for name in cfg.physics_parameters:
         grad = getattr(module.physics, name).raw.grad
@@ -104,41 +104,13 @@ def test_physics_parameters_stay_within_bounds_after_training(trials):
     assert not torch.allclose(phys.strength_scale.value, torch.ones_like(phys.strength_scale.value))
 
 
-def test_the_physics_prior_holds_the_parameters_near_where_training_starts(trials):
-    """``prior_weight`` pulls the learned physics parameters towards their start; 0 leaves them free."""
-    def drift(prior_weight: float) -> float:
-        est = NMMEstimator(seed=0, **{**TINY, "physics_learning_rate": 0.1,
-                                      "prior_weight": prior_weight}).fit(trials[:2])
-        phys = est.module_.physics
-        return sum(float(((getattr(phys, k).value.detach() - 1.0) ** 2).sum())
-                   for k in ("strength_scale", "optimal_fiber_length_scale", "emg_gain"))
-
-    free, held = drift(0.0), drift(1000.0)
-    assert free > 0.0
-    assert held < 0.1 * free
-
-
-def test_change_penalty_is_zero_at_the_start_and_grows_with_the_change(trials):
-    cfg = NMMConfig.from_mapping({**TINY, "seed": 0})
-    phys = build_module(trials[:2], cfg=cfg).physics
-    phys.set_trainable(["strength_scale"])
-    penalty = phys.change_penalty()
-    assert float(penalty().detach()) == 0.0
-    lo, hi = phys.bounds.strength_scale
-    start = phys.strength_scale.value.detach().clone()
-    phys.strength_scale.set(start + 0.1 * (hi - lo))
-    assert float(penalty().detach()) == pytest.approx(0.01, rel=1e-3)
-    phys.set_trainable([])
-    assert float(phys.change_penalty()().detach()) == 0.0
-
-
 def test_tiny_training_lowers_the_loss(trials):
     cfg = NMMConfig.from_mapping({**TINY, "epochs": 15, "seed": 0})
     module = build_module(trials[:2], cfg=cfg)
     context = module.net.receptive_field - 1
     windows = _make_windows(trials[:2], module, frames=30, context=context, stride=15)
     kw = {"cfg": cfg, "dt": trials[0].dt, "context": context, "generator": None,
-          "moment_scale": torch.ones(2, dtype=torch.float64), "prior": module.physics.change_penalty()}
+          "moment_scale": torch.ones(2, dtype=torch.float64)}
     with torch.no_grad():
         before = _losses(module, windows, **kw)
     result = train_nmm(module, trials[:2], cfg=cfg)

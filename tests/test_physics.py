@@ -134,6 +134,20 @@ def test_calibration_recovers_strength():
     json.dumps(rec)
 
 
+def test_change_penalty_is_zero_at_the_start_and_grows_with_the_change():
+    """The calibration's prior: mean squared change of the trainable parameters (fraction of range)."""
+    trial = synthetic_trials(n_trials=1, seed=3)[0]
+    phys = model_for(trial)
+    phys.set_trainable(["strength_scale"])
+    penalty = phys.change_penalty()
+    assert float(penalty().detach()) == 0.0
+    lo, hi = phys.bounds.strength_scale
+    phys.strength_scale.set(phys.strength_scale.value.detach() + 0.1 * (hi - lo))
+    assert float(penalty().detach()) == pytest.approx(0.01, rel=1e-3)
+    phys.set_trainable([])
+    assert float(phys.change_penalty()().detach()) == 0.0
+
+
 def _reference_activation(u, alpha_a, alpha_d):
     """Per-frame autograd recursion (the definition the fast dynamics must match)."""
     a = u[:, 0]

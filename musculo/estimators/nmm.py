@@ -32,9 +32,6 @@ Training minimises, over windows of the training trials,
   network must infer a muscle's excitation from the others (and the kinematics, when inputs);
 * ``smoothness_weight`` x the mean squared change of predicted unmeasured excitations per 10 ms;
 * ``magnitude_weight`` x the mean squared predicted unmeasured excitation;
-* ``prior_weight`` x the mean squared change of the learned physics parameters from where training
-  starts, as a fraction of their bound range (as ``physics.prior_weight`` in the calibration): the
-  magnitude term alone would trade the unmeasured excitations for stronger muscles;
 
 with the subject-specific physics parameters (bounded, see :class:`MuscleModel`) learned jointly
 at their own learning rate. Training is seeded and uses deterministic algorithms; a fraction of the
@@ -54,7 +51,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -280,10 +277,9 @@ def _make_windows(
 
 def _losses(
     module: NMMModule, batch: _Windows, *, cfg: NMMConfig, dt: float, context: int,
-    moment_scale: torch.Tensor, generator: torch.Generator | None, prior: Callable[[], torch.Tensor],
+    moment_scale: torch.Tensor, generator: torch.Generator | None,
 ) -> dict[str, torch.Tensor]:
-    """The loss terms of a batch (input dropout when ``generator`` is given); ``prior`` gives the
-    change of the physics parameters since training began (:meth:`MuscleModel.change_penalty`)."""
+    """The loss terms of a batch (input dropout when ``generator`` is given)."""
     features = batch.features
     n_in = module.input_index.numel()
     if generator is not None and cfg.input_dropout > 0 and n_in:
@@ -308,11 +304,9 @@ def _losses(
     terms["smoothness"] = ((torch.diff(pred, dim=1) * step) ** 2).mean() if pred.shape[1] > 1 \
         else torch.zeros((), dtype=DTYPE)
     terms["magnitude"] = (pred**2).mean() if pred.numel() else torch.zeros((), dtype=DTYPE)
-    terms["prior"] = prior()
     terms["total"] = (
         cfg.moment_weight * terms["moment"] + cfg.consistency_weight * terms["consistency"]
         + cfg.smoothness_weight * terms["smoothness"] + cfg.magnitude_weight * terms["magnitude"]
-        + cfg.prior_weight * terms["prior"]
     )
     return terms
 
@@ -413,8 +407,7 @@ def train_nmm(module: NMMModule, trials: Sequence[TrialData], *, cfg: NMMConfig)
     best_state = copy.deepcopy(module.state_dict())
     since_best = 0
     start = time.perf_counter()
-    kw = {"cfg": cfg, "dt": dt, "context": context, "moment_scale": moment_scale,
-          "prior": module.physics.change_penalty()}
+    kw = {"cfg": cfg, "dt": dt, "context": context, "moment_scale": moment_scale}
     logger.info("nmm: %d training and %d held-out windows of %d frames (+%d context), dt %.4g s",
                 len(train), len(val), frames, context, dt)
     for epoch in range(1, cfg.epochs + 1):

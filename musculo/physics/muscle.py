@@ -207,8 +207,8 @@ class MuscleModel(nn.Module):
 
         The returned function gives the mean, over the trainable parameters, of their mean squared
         change since this call as a fraction of their bound range (0 when nothing is trainable).
-        Weighted by ``physics.prior_weight`` it keeps a fit from trading an excitation for a
-        strength (or a gain, a fibre length) further than the data demand.
+        Weighted by ``physics.prior_weight`` (calibration and MSE fits) it keeps a fit from
+        trading an excitation for a strength (or a gain, a fibre length) further than the data demand.
         """
         trainable = [getattr(self, k) for k in self.PER_MUSCLE + self.SHARED
                      if getattr(self, k).raw.requires_grad]
