@@ -159,7 +159,7 @@ def _by_trial(paths: Sequence[PathLike]) -> dict[str, Path]:
 
 
 def stance_residuals(
-    residuals: PathLike, id_moments: PathLike, events: PathLike
+    residuals: PathLike, id_moments: PathLike | pd.DataFrame, events: PathLike
 ) -> dict[str, dict[str, Any]]:
     """Pelvis residuals over the force-plate contact span of the trial (first strike to last foot off,
     within the plates' contacts of the trial's ``grf.mot`` and the frames of ``id_moments``: the
@@ -169,11 +169,12 @@ def stance_residuals(
     reaction and the residuals say nothing about the data's consistency. Returns, per residual
     coordinate of ``residuals.json``, ``rms`` and ``max_abs`` (N or N m) and ``rms_pct`` (% of body
     weight for forces, of body weight x height for moments); empty when the trial has no contact span.
+    ``id_moments``: the trial's ``id.sto``, or the table already read from it.
     """
     from musculo.io.tables import read_sto
 
     info = _json(residuals)
-    table = read_sto(id_moments)
+    table = id_moments if isinstance(id_moments, pd.DataFrame) else read_sto(id_moments)
     time = table.index.to_numpy(dtype=float)
     if len(time) < 2:
         return {}
@@ -300,12 +301,14 @@ def write_quality_table(
             for key, unit in (("rms_pct_bw", "%BW"), ("rms_pct_bw_height", "%BWxH")):
                 if key in entry:
                     rows.append(_row(subject, trial, "id", f"window_{key}:{coord}", entry[key], unit))
-        if trial in evts:
-            held = read_sto(moments[trial]).index if trial in moments else None
-            within = (float(held[0]), float(held[-1])) if held is not None and len(held) else None
-            rows += measured_rows(subject, trial, evts[trial], within=within)
-        if trial in moments and trial in evts:
-            for coord, st in stance_residuals(path, moments[trial], evts[trial]).items():
+        if trial not in evts:
+            continue
+        table = read_sto(moments[trial]) if trial in moments else None
+        held = table.index if table is not None else None
+        within = (float(held[0]), float(held[-1])) if held is not None and len(held) else None
+        rows += measured_rows(subject, trial, evts[trial], within=within)
+        if table is not None:
+            for coord, st in stance_residuals(path, table, evts[trial]).items():
                 force = st["unit"] == "N"
                 name = f"stance_rms_pct_{'bw' if force else 'bw_height'}:{coord}"
                 rows.append(_row(subject, trial, "id", name, st["rms_pct"], "%BW" if force else "%BWxH",
